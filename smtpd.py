@@ -65,6 +65,7 @@ import os
 import socket
 import sys
 import time
+import re as _re
 from codecs import getincrementaldecoder as _getincrementaldecoder
 from warnings import warn
 from email._header_value_parser import get_addr_spec, get_angle_addr
@@ -106,6 +107,14 @@ _COMMAND_SYNTAX = {
     'QUIT': 'QUIT',
     'VRFY': 'VRFY <address>',
 }
+# The path nearly every client sends, <local-part@domain> with a dot-atom
+# local part and a domain of letters, digits and hyphens (RFC 5321, 4.1.2),
+# optionally followed by parameters.  _getaddr() reads it without the email
+# package's general parser, which costs far more; tests/test_address.py checks
+# that both give the same result.
+_SIMPLE_PATH = _re.compile(
+    r"<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\.)*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+    r"@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+)>(?:\Z| +(?=[A-Za-z0-9]))")
 _SUPPORTED_COMMANDS = 'Supported commands: ' + ' '.join(_COMMAND_SYNTAX)
 _ESMTP_PARAMS = ' [SP <mail-parameters>]'
 
@@ -135,6 +144,18 @@ def _check_options(enable_SMTPUTF8, decode_data):
     if enable_SMTPUTF8 and decode_data:
         raise ValueError("decode_data and enable_SMTPUTF8 cannot"
                          " be set to True at the same time")
+
+
+def _parse_size(value):
+    """The number of a SIZE=value parameter (RFC 1870), or None if invalid."""
+    # 3.11 crashed on SIZE without a value (True here) and on digits that
+    # int() can't read, such as superscripts: both are just bad syntax.
+    if value is True or not value.isdigit():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _debug(*args):
@@ -482,6 +503,9 @@ class SMTPChannel(asynchat.async_chat):
         """Split arg into (address, rest); the address is '' if there is none."""
         if not arg:
             return '', ''
+        simple = _SIMPLE_PATH.match(arg)
+        if simple:
+            return simple[1], arg[simple.end():]
         parse = get_angle_addr if arg.lstrip().startswith('<') else get_addr_spec
         try:
             token, rest = parse(arg)
@@ -588,12 +612,11 @@ class SMTPChannel(asynchat.async_chat):
                 self.require_SMTPUTF8 = True
         size = params.pop('SIZE', None)
         if size:
-            # 3.11 crashed on SIZE without a value and on digits int() can't
-            # read (such as superscripts): both are just bad syntax.
-            if size is True or not (size.isascii() and size.isdigit()):
+            size = _parse_size(size)
+            if size is None:
                 self.push('501 Syntax: ' + self._syntax('MAIL'))
                 return
-            if self.data_size_limit and int(size) > self.data_size_limit:
+            if self.data_size_limit and size > self.data_size_limit:
                 self.push('552 Error: message size exceeds fixed maximum '
                           'message size')
                 return
