@@ -165,7 +165,8 @@ def _debug(*args):
 
 def _debugging():
     # Formatting a whole message for the default Devnull stream is wasted work.
-    return not isinstance(DEBUGSTREAM, Devnull)
+    # (A subclass of Devnull may well keep what it is given.)
+    return type(DEBUGSTREAM) is not Devnull
 
 
 _fqdn_cache = (None, None)
@@ -255,8 +256,9 @@ class SMTPChannel(asynchat.async_chat):
 
     def __init__(self, server, conn, addr, data_size_limit=DATA_SIZE_DEFAULT,
                  map=None, enable_SMTPUTF8=False, decode_data=False):
-        _check_options(enable_SMTPUTF8, decode_data)
         asynchat.async_chat.__init__(self, conn, map=map)
+        # (As in 3.11, a channel refused here is already in the socket map.)
+        _check_options(enable_SMTPUTF8, decode_data)
         self.smtp_server, self.conn, self.addr = server, conn, addr
         self.data_size_limit = data_size_limit
         self.enable_SMTPUTF8 = enable_SMTPUTF8
@@ -975,9 +977,9 @@ def _main():
     options = parseargs()
     classname = options.classname
     if '.' in classname:
-        import importlib
         modname, _, classname = classname.rpartition('.')
-        module = importlib.import_module(modname)
+        __import__(modname)
+        module = sys.modules[modname]
     else:
         import __main__ as module
     server_class = getattr(module, classname)
