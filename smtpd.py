@@ -823,6 +823,14 @@ class PureProxy(SMTPServer):
 
     def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
         data = _insert_peer_header(data, peer[0])
+        if isinstance(data, str):
+            data = data.encode('utf-8')
+        # Back to the CRLF line ends the client sent.  smtplib ends the data
+        # with CRLF . CRLF and counts a final CRLF of the message as part of
+        # that, so a message that ends in one needs it twice.
+        data = data.replace(b'\n', b'\r\n')
+        if data.endswith(b'\r\n'):
+            data += b'\r\n'
         refused = self._deliver(mailfrom, rcpttos, data)
         _debug('we got some refusals:', refused)
         if rcpttos and all(rcpt in refused for rcpt in rcpttos):
@@ -831,20 +839,21 @@ class PureProxy(SMTPServer):
         return None
 
     def _deliver(self, mailfrom, rcpttos, data):
-        """Send data upstream; return {recipient: (code, text)} of refusals."""
+        """Send data upstream; return {recipient: (code, text)} of refusals.
+
+        data goes to smtplib's sendmail() as it is.
+        """
         import smtplib
-        if isinstance(data, str):
-            data = data.encode('utf-8')
-        # Back to CRLF line ends.  smtplib ends the data with CRLF . CRLF and
-        # takes a final CRLF of the message as part of that: double it.
-        data = data.replace(b'\n', b'\r\n')
-        if data.endswith(b'\r\n'):
-            data += b'\r\n'
         refused = {}
         try:
             upstream = smtplib.SMTP(timeout=self.relay_timeout)
             try:
-                upstream.connect(self._remoteaddr[0], self._remoteaddr[1])
+                code, text = upstream.connect(self._remoteaddr[0],
+                                              self._remoteaddr[1])
+                if code != 220:
+                    # RFC 5321, 3.1: a server that will take no mail says so
+                    # in its greeting.
+                    raise smtplib.SMTPConnectError(code, text)
                 upstream.ehlo_or_helo_if_needed()
                 options = []
                 if not data.isascii() and upstream.has_extn('8bitmime'):
@@ -868,6 +877,12 @@ class PureProxy(SMTPServer):
             errcode = getattr(e, 'smtp_code', -1)
             errmsg = getattr(e, 'smtp_error', 'ignore')
             refused = {rcpt: (errcode, errmsg) for rcpt in rcpttos}
+        except UnicodeEncodeError:
+            # smtplib sends addresses in ASCII only (no SMTPUTF8 here); 3.11
+            # let this out and dropped the client's connection.
+            _debug('got', UnicodeEncodeError)
+            refused = {rcpt: (553, 'Error: only ASCII addresses can be relayed')
+                       for rcpt in rcpttos}
         return refused
 
 
