@@ -1,0 +1,32 @@
+"""Shared pytest set-up: name the smtpd under test, and insist on the installed one.
+
+tox installs the package and runs the tests from a scratch directory; it sets
+PYSMTPD_REQUIRE_INSTALLED=1 so that a run which silently picked up the
+checkout's smtpd.py (through the rootdir or the current directory on sys.path)
+stops at once instead of testing the wrong file.
+"""
+
+import os
+import sysconfig
+
+import pytest
+
+import smtpd
+
+
+def _smtpd_dir():
+    return os.path.dirname(os.path.realpath(smtpd.__file__))
+
+
+def pytest_report_header(config):
+    return f"smtpd under test: {os.path.realpath(smtpd.__file__)}"
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("PYSMTPD_REQUIRE_INSTALLED") != "1":
+        return
+    site_packages = os.path.realpath(sysconfig.get_paths()["purelib"])
+    if _smtpd_dir() != site_packages:
+        raise pytest.UsageError(
+            f"PYSMTPD_REQUIRE_INSTALLED=1 but smtpd was imported from "
+            f"{smtpd.__file__}, not from this environment's {site_packages}")
