@@ -121,7 +121,8 @@ _ESMTP_PARAMS = ' [SP <mail-parameters>]'
 # A listening socket's queue of not yet accepted connections; 3.11's 5 drops
 # most of a burst of clients.
 _LISTEN_BACKLOG = 1024
-# How many queued connections one pass of the event loop accepts.
+# How many queued connections one pass of the event loop accepts once many
+# clients are connected.
 _ACCEPT_BATCH = 64
 # accept() errors meaning "no descriptors or buffers right now", and how long
 # to leave the queued clients waiting before trying again.
@@ -158,15 +159,17 @@ def _parse_size(value):
         return None
 
 
+def _debugging():
+    # Formatting for the default Devnull stream is wasted work, a whole
+    # message's repr() above all.  (A subclass of Devnull may well keep what
+    # it is given.)
+    return type(DEBUGSTREAM) is not Devnull
+
+
 def _debug(*args):
     """print() to DEBUGSTREAM."""
-    print(*args, file=DEBUGSTREAM)
-
-
-def _debugging():
-    # Formatting a whole message for the default Devnull stream is wasted work.
-    # (A subclass of Devnull may well keep what it is given.)
-    return type(DEBUGSTREAM) is not Devnull
+    if _debugging():
+        print(*args, file=DEBUGSTREAM)
 
 
 _fqdn_cache = (None, None)
@@ -189,14 +192,19 @@ def _getfqdn():
 
 
 def _disable_nagle(sock):
-    # A reply of several lines (EHLO) goes out as several sends; with Nagle's
-    # algorithm each waits for the client's delayed ACK, about 40 ms.  Only
-    # TCP sockets have the option (and the fake sockets of tests have none).
+    """Turn Nagle's algorithm off on a TCP socket; False if it isn't one.
+
+    3.11 sent the lines of a multi-line reply (EHLO) one send each, and with
+    Nagle's algorithm each waited for the client's delayed ACK, about 40 ms.
+    Only TCP sockets have the option (and the fake sockets of tests none).
+    """
     try:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return True
     except (AttributeError, OSError):
         pass
+    return False
 
 
 class _DeprecatedAlias:
@@ -273,6 +281,9 @@ class SMTPChannel(asynchat.async_chat):
             self._dotsep = ord(b'.')
             self._decoder = None
         self._undecodable = False
+        # Reply lines waiting to go out in one send (see _push_lines).
+        self._pending_replies = None
+        self._one_send_per_reply = False
         self._set_rset_state()
         self.seen_greeting = ''
         self.extended_smtp = False
@@ -288,7 +299,7 @@ class SMTPChannel(asynchat.async_chat):
             if err.errno == errno.ENOTCONN:
                 return
             raise
-        _disable_nagle(conn)
+        self._one_send_per_reply = _disable_nagle(conn)
         _debug('Peer:', repr(self.peer))
         self.push('220 %s %s' % (self.fqdn, __version__))
 
@@ -323,7 +334,31 @@ class SMTPChannel(asynchat.async_chat):
     def push(self, msg):
         """Send the reply line msg (a str without its CRLF) to the client."""
         encoding = 'utf-8' if self.require_SMTPUTF8 else 'ascii'
-        asynchat.async_chat.push(self, (msg + '\r\n').encode(encoding))
+        data = (msg + '\r\n').encode(encoding)
+        if self._pending_replies is not None:
+            self._pending_replies.append(data)
+        else:
+            asynchat.async_chat.push(self, data)
+
+    def _push_lines(self, lines):
+        """push() each of lines, sending them together where that is safe.
+
+        On TCP, every push is a send() of its own and, with Nagle off, a
+        packet: one send for a whole multi-line reply costs less.  Elsewhere
+        (a fake socket in a test looks at what each send carried) the lines
+        go out one by one, as 3.11 sent them.
+        """
+        if not self._one_send_per_reply:
+            for line in lines:
+                self.push(line)
+            return
+        self._pending_replies = []
+        try:
+            for line in lines:
+                self.push(line)
+        finally:
+            data, self._pending_replies = self._pending_replies, None
+            asynchat.async_chat.push(self, b''.join(data))
 
     def _can_send(self, text):
         """Whether push() can encode text (it may echo what the client sent)."""
@@ -351,6 +386,15 @@ class SMTPChannel(asynchat.async_chat):
             except UnicodeDecodeError:
                 self._undecodable = True
                 return
+        elif self.smtp_state == self.DATA:
+            # A message goes into one growing buffer, not a list of pieces to
+            # join, so that a large one needs two copies of itself at the
+            # peak, not three.
+            pieces = self.received_lines
+            if pieces and type(pieces[-1]) is bytearray:
+                pieces[-1] += data
+                return
+            data = bytearray(data)
         self.received_lines.append(data)
 
     def _finish_line(self):
@@ -377,19 +421,33 @@ class SMTPChannel(asynchat.async_chat):
             _debug('Data:', repr(line))
         if self.smtp_state == self.COMMAND:
             self._process_command(line)
-        elif self.smtp_state != self.DATA:
+            return
+        if self.smtp_state != self.DATA:
             self.push('451 Internal confusion')
             self.num_bytes = 0
-        elif self.data_size_limit and self.num_bytes > self.data_size_limit:
+            return
+        if self.data_size_limit and self.num_bytes > self.data_size_limit:
             # Back to command state, as after any message; 3.11 stayed in
             # DATA and took the next commands for message text.
             self._set_post_data_state()
             self.push('552 Error: Too much mail data')
-        elif line is None:
+            return
+        if line is None:
             self._set_post_data_state()
             self.push('554 Error: message data is not valid UTF-8')
-        else:
-            self._process_message(line)
+            return
+        # RFC 5321, section 4.5.2: the client doubled the dot at the start of
+        # every line that began with one; take it away again.  Lines end in
+        # a plain newline.  Each step replaces `line`, so that no more than
+        # two copies of a large message are alive at a time.
+        linesep = self._linesep
+        dot = '.' if self._decode_data else b'.'
+        line = line.replace(linesep + dot, linesep)
+        if line[:1] == dot:
+            line = line[1:]
+        self.received_data = line.replace(linesep, self._newline)
+        del line
+        self._process_message()
 
     def _process_command(self, line):
         size, self.num_bytes = self.num_bytes, 0
@@ -428,17 +486,8 @@ class SMTPChannel(asynchat.async_chat):
         else:
             self.push('500 Error: bad syntax')
 
-    def _process_message(self, text):
-        # RFC 5321, section 4.5.2: the client doubled the dot at the start of
-        # every line that began with one; take it away again.  Lines end in
-        # the platform-neutral newline of the data's type.
-        linesep = self._linesep
-        dot = '.' if self._decode_data else b'.'
-        text = text.replace(linesep + dot, linesep)
-        if text[:1] == dot:
-            text = text[1:]
-        self.received_data = text.replace(linesep, self._newline)
-        del text
+    def _process_message(self):
+        """Hand the message just received to the server; reply."""
         args = (self.peer, self.mailfrom, self.rcpttos, self.received_data)
         kwargs = {}
         if not self._decode_data:
@@ -480,11 +529,8 @@ class SMTPChannel(asynchat.async_chat):
         if self.enable_SMTPUTF8:
             extensions.append('SMTPUTF8')
             self.command_size_limits['MAIL'] += 10
-        # One push per line, as 3.11 sent them.
-        self.push('250-%s' % self.fqdn)
-        for extension in extensions:
-            self.push('250-%s' % extension)
-        self.push('250 HELP')
+        lines = ['250-%s' % line for line in [self.fqdn] + extensions]
+        self._push_lines(lines + ['250 HELP'])
 
     def smtp_NOOP(self, arg):
         self.push('501 Syntax: NOOP' if arg else '250 OK')
@@ -715,9 +761,13 @@ class SMTPServer(asyncore.dispatcher):
         return time.monotonic() >= self._accept_paused_until
 
     def handle_accept(self):
-        # Take every waiting client, not one per pass of the loop, so a burst
-        # of connections is served quickly.
-        for _ in range(_ACCEPT_BATCH):
+        # A pass of the event loop costs time in proportion to the number of
+        # connections.  With many, take every waiting client (up to a batch)
+        # rather than one per pass, so that a burst is served quickly; with
+        # few, the extra accept() that finds the queue empty costs more than
+        # it saves.
+        batch = _ACCEPT_BATCH if len(self._map) > _ACCEPT_BATCH else 1
+        for _ in range(batch):
             try:
                 pair = self.accept()
             except OSError as err:
@@ -733,7 +783,7 @@ class SMTPServer(asyncore.dispatcher):
             self.handle_accepted(*pair)
 
     def handle_accepted(self, conn, addr):
-        _debug('Incoming connection from %s' % repr(addr))
+        _debug('Incoming connection from', repr(addr))
         self.channel_class(self, conn, addr, self.data_size_limit, self._map,
                            self.enable_SMTPUTF8, self._decode_data)
 
