@@ -107,6 +107,9 @@ _COMMAND_SYNTAX = {
     'QUIT': 'QUIT',
     'VRFY': 'VRFY <address>',
 }
+_SUPPORTED_COMMANDS = 'Supported commands: ' + ' '.join(_COMMAND_SYNTAX)
+_ESMTP_PARAMS = ' [SP <mail-parameters>]'
+
 # The path nearly every client sends, <local-part@domain> with a dot-atom
 # local part and a domain of letters, digits and hyphens (RFC 5321, 4.1.2),
 # optionally followed by parameters.  _getaddr() reads it without the email
@@ -115,8 +118,6 @@ _COMMAND_SYNTAX = {
 _SIMPLE_PATH = _re.compile(
     r"<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\.)*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
     r"@(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+)>(?:\Z| +(?=[A-Za-z0-9]))")
-_SUPPORTED_COMMANDS = 'Supported commands: ' + ' '.join(_COMMAND_SYNTAX)
-_ESMTP_PARAMS = ' [SP <mail-parameters>]'
 
 # A listening socket's queue of not yet accepted connections; 3.11's 5 drops
 # most of a burst of clients.
