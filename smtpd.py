@@ -148,18 +148,6 @@ def _check_options(enable_SMTPUTF8, decode_data):
                          " be set to True at the same time")
 
 
-def _parse_size(value):
-    """The number of a SIZE=value parameter (RFC 1870), or None if invalid."""
-    # 3.11 crashed on SIZE without a value (True here) and on digits that
-    # int() can't read, such as superscripts: both are just bad syntax.
-    if value is True or not value.isdigit():
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
-
-
 def _debugging():
     # Formatting for the default Devnull stream is wasted work, a whole
     # message's repr() above all.  (A subclass of Devnull may well keep what
@@ -660,15 +648,8 @@ class SMTPChannel(asynchat.async_chat):
             if smtputf8:
                 self.require_SMTPUTF8 = True
         size = params.pop('SIZE', None)
-        if size:
-            size = _parse_size(size)
-            if size is None:
-                self.push('501 Syntax: ' + self._syntax('MAIL'))
-                return
-            if self.data_size_limit and size > self.data_size_limit:
-                self.push('552 Error: message size exceeds fixed maximum '
-                          'message size')
-                return
+        if size and self._size_too_big(size):
+            return
         if params:
             self.push('555 MAIL FROM parameters not recognized or not '
                       'implemented')
@@ -676,6 +657,26 @@ class SMTPChannel(asynchat.async_chat):
         self.mailfrom = address
         _debug('sender:', self.mailfrom)
         self.push('250 OK')
+
+    def _size_too_big(self, size):
+        """Check a MAIL SIZE=size parameter (RFC 1870); reply if it fails."""
+        # 3.11 crashed on SIZE without a value (True here), and, with a size
+        # limit, on digits int() can't read, such as superscripts: both are
+        # just bad syntax.
+        if size is True or not size.isdigit():
+            self.push('501 Syntax: ' + self._syntax('MAIL'))
+            return True
+        if not self.data_size_limit:
+            return False
+        try:
+            too_big = int(size) > self.data_size_limit
+        except ValueError:
+            self.push('501 Syntax: ' + self._syntax('MAIL'))
+            return True
+        if too_big:
+            self.push('552 Error: message size exceeds fixed maximum '
+                      'message size')
+        return too_big
 
     def smtp_RCPT(self, arg):
         if not self.seen_greeting:
@@ -875,13 +876,17 @@ class PureProxy(SMTPServer):
     def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
         data = _insert_peer_header(data, peer[0])
         if isinstance(data, str):
-            data = data.encode('utf-8')
-        # Back to the CRLF line ends the client sent.  smtplib ends the data
-        # with CRLF . CRLF and counts a final CRLF of the message as part of
-        # that, so a message that ends in one needs it twice.
-        data = data.replace(b'\n', b'\r\n')
-        if data.endswith(b'\r\n'):
-            data += b'\r\n'
+            # decode_data=True: 3.11 handed smtplib the str, which made every
+            # CR, LF and CRLF a CRLF and encoded it in ASCII.  The same, but
+            # in UTF-8, so that 8-bit text gets through as well.
+            data = _re.sub(r'\r\n|\r|\n', '\r\n', data).encode('utf-8')
+        else:
+            # Back to the line ends the client sent.  smtplib ends the data
+            # with CRLF . CRLF and counts a final CRLF of the message as part
+            # of that, so a message that ends in one needs it twice.
+            data = data.replace(b'\n', b'\r\n')
+            if data.endswith(b'\r\n'):
+                data += b'\r\n'
         refused = self._deliver(mailfrom, rcpttos, data)
         _debug('we got some refusals:', refused)
         if rcpttos and all(rcpt in refused for rcpt in rcpttos):
@@ -910,14 +915,19 @@ class PureProxy(SMTPServer):
                 if not data.isascii() and upstream.has_extn('8bitmime'):
                     options.append('BODY=8BITMIME')
                 refused = upstream.sendmail(mailfrom, rcpttos, data, options)
-            except BaseException:
-                upstream.close()
+            except BaseException as e:
+                # After a refusal the connection is still good: say goodbye,
+                # as 3.11 did.  After a network error or a timeout, hang up.
+                lost = isinstance(e, OSError) and (
+                    not isinstance(e, smtplib.SMTPException)
+                    or isinstance(e, smtplib.SMTPServerDisconnected))
+                if lost:
+                    upstream.close()
+                else:
+                    _quit(upstream)
                 raise
-            try:
-                upstream.quit()
-            except (OSError, smtplib.SMTPException):
-                # The message is delivered; a lost goodbye changes nothing.
-                upstream.close()
+            # The message is delivered; a lost goodbye changes nothing.
+            _quit(upstream)
         except smtplib.SMTPRecipientsRefused as e:
             _debug('got SMTPRecipientsRefused')
             refused = e.recipients
@@ -935,6 +945,14 @@ class PureProxy(SMTPServer):
             refused = {rcpt: (553, 'Error: only ASCII addresses can be relayed')
                        for rcpt in rcpttos}
         return refused
+
+
+def _quit(connection):
+    """Close an smtplib connection with QUIT, ignoring any failure."""
+    try:
+        connection.quit()
+    except OSError:
+        connection.close()
 
 
 def _refusal_reply(refusals):
