@@ -260,6 +260,8 @@ class SMTPChannel(asynchat.async_chat):
         self.data_size_limit = data_size_limit
         self.enable_SMTPUTF8 = enable_SMTPUTF8
         self._decode_data = decode_data
+        # 3.11's names for the pieces of its text handling: subclasses written
+        # for 3.11 that copy its found_terminator() use them, _dotsep too.
         if decode_data:
             self._emptystring, self._linesep, self._newline = '', '\r\n', NEWLINE
             self._dotsep = '.'
