@@ -978,8 +978,10 @@ class Options:
     """The command line's settings, as parseargs() returns them."""
     setuid = True
     classname = 'PureProxy'
-    # 3.11 had None here, contradicting its usage text.
-    size_limit = DATA_SIZE_DEFAULT
+    # No limit unless -s gives one, as in 3.11, whatever the usage text says:
+    # with a limit the server offers SIZE, clients send SIZE=n with MAIL, and
+    # DebuggingServer prints a "mail options:" line 3.11 never printed.
+    size_limit = None
     enable_SMTPUTF8 = False
 
 

@@ -1452,13 +1452,34 @@ def test_cli_size_and_smtputf8(tmp_path, options):
         assert server.stop() == (0, "", "")
 
 
-@deviation("cli-size")
-def test_cli_advertises_default_size(tmp_path):
+def test_cli_offers_no_size_without_s(tmp_path):
+    """As in 3.11, the CLI passes no size limit unless -s gives one."""
     with CliServer(tmp_path, "-n", "-c", "DebuggingServer") as server:
         client = LineClient(server.address)
         try:
             assert client.cmd("EHLO client.example") == wire(
-                f"250-{FQDN}", "250-SIZE 33554432", "250-8BITMIME", "250 HELP")
+                f"250-{FQDN}", "250-8BITMIME", "250 HELP")
+            assert client.cmd("MAIL FROM:<a@example.org> SIZE=33554433") == (
+                wire("250 OK"))
+        finally:
+            client.close()
+        assert server.stop() == (0, "", "")
+
+
+def test_cli_size_option_limits_messages(tmp_path):
+    with CliServer(tmp_path, "-n", "-c", "DebuggingServer", "-s", "1000") as server:
+        client = LineClient(server.address)
+        try:
+            assert client.cmd("EHLO client.example") == wire(
+                f"250-{FQDN}", "250-SIZE 1000", "250-8BITMIME", "250 HELP")
+            assert client.cmd("MAIL FROM:<a@example.org> SIZE=1001") == wire(
+                "552 Error: message size exceeds fixed maximum message size")
+            assert client.cmd("MAIL FROM:<a@example.org>") == wire("250 OK")
+            assert client.cmd("RCPT TO:<b@example.org>") == wire("250 OK")
+            assert client.cmd("DATA") == wire(
+                "354 End data with <CR><LF>.<CR><LF>")
+            assert client.cmd("x" * 1001 + "\r\n.") == wire(
+                "552 Error: Too much mail data")
         finally:
             client.close()
         assert server.stop() == (0, "", "")
@@ -1618,9 +1639,10 @@ def test_options_defaults():
     assert options.enable_SMTPUTF8 is False
 
 
-@deviation("cli-size")
 def test_options_default_size():
-    assert smtpd.Options.size_limit == smtpd.DATA_SIZE_DEFAULT
+    # The usage text says 33554432; 3.11 and pysmtpd both use no limit.
+    assert smtpd.Options.size_limit is None
+    assert smtpd.Options().size_limit is None
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -30,9 +30,14 @@ harness: it must find no difference at all).  Without python3.11 the tests
 skip, except under CI (``CI`` set), where they fail.
 """
 
+import datetime
+import email.message
+import email.utils
+import logging.handlers
 import os
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -341,11 +346,6 @@ _IMPORT_WARNING = re.compile(
     r'deprecated[^\n]*\n(?:  [^\n]*\n)?', re.MULTILINE)
 
 
-def _size_given(argv):
-    return any(arg in ('-s', '--size') or arg.startswith('--size=')
-               for arg in argv)
-
-
 def _allow_cli_rows(argv, theirs, mine):
     """Apply the table rows covering CLI differences; return the rows used."""
     used = []
@@ -357,16 +357,6 @@ def _allow_cli_rows(argv, theirs, mine):
             # Before 3.12 asyncore and asynchat are the stdlib's, which
             # warn whoever imports them (pysmtpd targets 3.12+).
             mine['stderr'] = _IMPORT_WARNING.sub('', mine['stderr'])
-    if not _size_given(argv):
-        # Row cli-size: 3.11 passes size None (no SIZE, no limit); pysmtpd
-        # passes DATA_SIZE_DEFAULT, so EHLO advertises it and a --class
-        # gets it as its third argument.
-        wire = mine['wire'].replace(repr(b'250-SIZE 33554432\r\n') + '\n', '')
-        stdout = re.sub(r'^(args=\(.*, )33554432\)$', r'\1None)',
-                        mine['stdout'], flags=re.MULTILINE)
-        if (wire, stdout) != (mine['wire'], mine['stdout']):
-            mine['wire'], mine['stdout'] = wire, stdout
-            used.append('cli-size')
     if _GETOPT_CHOICES.search(mine['stderr']):
         # Not a row: getopt's messages are the running Python's, and from
         # 3.14 on it lists the candidates of an ambiguous long option (the
@@ -416,7 +406,11 @@ def _wait_listening(port, process, deadline):
 
 
 def _run_cli(oracle, which, argv, lines=None, upstream=None):
-    """Run one CLI case; return {'rc', 'stdout', 'stderr', 'wire'}."""
+    """Run one CLI case; return {'rc', 'stdout', 'stderr', 'wire'}.
+
+    lines are the client's command lines, or a function that talks to the
+    server's port itself and returns (transcript, client ports).
+    """
     command, env = _cli_command(oracle, which)
     with tempfile.TemporaryDirectory(prefix='diffcli-') as cwd:
         os.chmod(cwd, 0o755)    # readable after setuid(nobody)
@@ -442,7 +436,9 @@ def _run_cli(oracle, which, argv, lines=None, upstream=None):
                     raise AssertionError('%s CLI did not listen: %s%s'
                                          % (which, out, err))
                 ports[probe] = '<PROBE>'
-                wire, client_ports = _talk(port, lines)
+                talk = lines if callable(lines) else (
+                    lambda port: _talk(port, lines))
+                wire, client_ports = talk(port)
                 for client_port in client_ports:
                     ports[client_port] = '<CLIENT>'
                 process.send_signal(signal.SIGINT)
@@ -498,3 +494,91 @@ def test_cli_server_matches_oracle(oracle, argv, lines):
     result = _compare_cli(oracle, argv, lines, proxy='UPSTREAM' in argv)
     assert result['wire'].startswith("b'220 ")
     assert result['rc'] == 0
+
+
+# -- what DebuggingServer prints for real clients -----------------------------
+#
+# The command line's headline use, ``python -m smtpd -n -c DebuggingServer``,
+# fed by the clients people point at it.  ESMTP clients send MAIL parameters
+# only for what the server offers (SIZE above all), and DebuggingServer prints
+# them: its output is 3.11's only if its EHLO reply is too.
+
+_FIXED_DATE = datetime.datetime(2026, 1, 2, 3, 4, 5,
+                                tzinfo=datetime.timezone.utc)
+
+
+def _plain_message(smtp):
+    return smtp.sendmail('alice@example.org', ['bob@example.org'],
+                         b'Subject: plain\r\n\r\nHello, Bob.\r\n')
+
+
+def _message_with_attachment(smtp):
+    message = email.message.EmailMessage()
+    message['From'] = 'alice@example.org'
+    message['To'] = 'bob@example.org, carol@example.org'
+    message['Subject'] = 'report'
+    message.set_content('The report is attached.\n')
+    message.add_attachment(bytes(range(256)), maintype='application',
+                           subtype='octet-stream', filename='report.bin')
+    # Fixed, so that both servers get the same bytes.
+    message.set_boundary('pysmtpd-boundary')
+    return smtp.send_message(message)
+
+
+def _eight_bit_message(smtp):
+    return smtp.sendmail('alice@example.org', ['bob@example.org'],
+                         'Subject: caf\xe9\r\n\r\nCaf\xe9 cr\xe8me.\r\n'
+                         .encode('utf-8'), mail_options=['BODY=8BITMIME'])
+
+
+class _RaisingSMTPHandler(logging.handlers.SMTPHandler):
+    def handleError(self, record):
+        raise   # what emit() caught: a failure must fail the test
+
+
+def _logging_handler(port, monkeypatch):
+    # SMTPHandler dates its message with the local time; the same date for
+    # both servers.
+    monkeypatch.setattr(email.utils, 'localtime', lambda *args: _FIXED_DATE)
+    handler = _RaisingSMTPHandler(('127.0.0.1', port), 'app@example.org',
+                                  ['ops@example.org'], 'Error in app',
+                                  timeout=10)
+    record = logging.LogRecord('app', logging.ERROR, __file__, 1,
+                               'disk %s is full', ('/var',), None)
+    handler.emit(record)
+    return ''
+
+
+_SMTPLIB_CLIENTS = {
+    'sendmail': _plain_message,
+    'send_message-attachment': _message_with_attachment,
+    'sendmail-8bitmime': _eight_bit_message,
+}
+
+
+def _smtplib_talker(send):
+    def talk(port):
+        with smtplib.SMTP('127.0.0.1', port, local_hostname='cli.example',
+                          timeout=10) as smtp:
+            client_port = smtp.sock.getsockname()[1]
+            refused = send(smtp)
+            transcript = 'EHLO: %r\nrefused: %r\n' % (smtp.ehlo_resp, refused)
+        return transcript, [client_port]
+    return talk
+
+
+@pytest.mark.parametrize('client', [*_SMTPLIB_CLIENTS, 'SMTPHandler'])
+def test_cli_debugging_server_prints_what_311_printed(oracle, client,
+                                                      monkeypatch):
+    """python -m smtpd -n -c DebuggingServer: the same EHLO reply and the same
+    printout, byte for byte, as 3.11's for real clients' messages."""
+    if client == 'SMTPHandler':
+        def talk(port):
+            return _logging_handler(port, monkeypatch), []
+    else:
+        talk = _smtplib_talker(_SMTPLIB_CLIENTS[client])
+    argv = ['-n', '-c', 'DebuggingServer', '127.0.0.1:PORT']
+    result = _compare_cli(oracle, argv, talk)
+    assert result['stdout'].count('---------- MESSAGE FOLLOWS ----------') == 1
+    # No client sent SIZE: the server did not offer it.
+    assert 'SIZE' not in result['stdout'] + result['wire']

@@ -869,21 +869,6 @@ def test_heavy_burst_of_1500_connects_greeted(hostile_server,
     assert_healthy(server)
 
 
-def test_cli_default_size_limit(cli_server):
-    """cli-size: without -s the CLI advertises and enforces 33554432."""
-    server = cli_server()
-    with Client(server.port) as client:
-        ehlo = client.command(b"EHLO client.example.org").split(b"\r\n")
-        assert ehlo[0].startswith(b"250-")
-        assert ehlo[1:] == [b"250-SIZE 33554432", b"250-8BITMIME",
-                            b"250 HELP", b""]
-        assert client.command(
-            b"MAIL FROM:<a@example.org> SIZE=33554433") == (
-            b"552 Error: message size exceeds fixed maximum message size\r\n")
-        assert client.command(b"MAIL FROM:<a@example.org> SIZE=33554432") == OK
-    assert_healthy(server)
-
-
 def test_cli_debugging_output_is_flushed(cli_server):
     """debug-flush: each message reaches a stdout pipe while the server runs."""
     server = cli_server(unbuffered=False)
@@ -1288,4 +1273,24 @@ def test_messages_at_and_over_size_limit(hostile_server):
     sized = {token: data for token, data in by_token.items()
              if token.startswith("size-")}
     assert sized == accepted
+    assert_healthy(server)
+
+
+def test_cli_without_size_option_has_no_limit(cli_server):
+    """As in 3.11, the CLI without -s offers no SIZE and takes a message
+    larger than DATA_SIZE_DEFAULT, which its usage text calls the default."""
+    server = cli_server()
+    token = new_token("unlimited")
+    line = b"x" * 998 + b"\r\n"
+    body = line * (smtpd.DATA_SIZE_DEFAULT // len(line) + 1)
+    with Client(server.port) as client:
+        ehlo = client.command(b"EHLO client.example.org").split(b"\r\n")
+        assert ehlo[0].startswith(b"250-")
+        assert ehlo[1:] == [b"250-8BITMIME", b"250 HELP", b""]
+        start_data(client)
+        content = b"Subject: " + token.encode() + b"\r\n\r\n" + body
+        assert len(content) > smtpd.DATA_SIZE_DEFAULT
+        assert finish_data(client, server, content, token) == OK
+        assert client.command(b"QUIT") == b"221 Bye\r\n"
+    assert server.wait_delivered(token)
     assert_healthy(server)

@@ -2,8 +2,11 @@
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -42,25 +45,52 @@ def test_capturing_mail_example_runs():
     assert result.stderr == ""
 
 
-def test_quick_start_output_is_what_debuggingserver_prints():
-    """The printout shown under Quick start is what DebuggingServer prints
-    for the Quick start client (run against an in-process server)."""
+def quick_start_command():
+    """The Quick start's ``python -m smtpd ...`` command line, split."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    [line] = re.findall(r"^python -m smtpd .*$", text, re.M)[:1]
+    return line.split()[1:]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_quick_start_output_is_what_the_command_prints():
+    """The printout shown under Quick start is what the Quick start command
+    (the CLI, in a subprocess) prints for the Quick start client."""
     [client] = python_blocks("Quick start")
     with open(README, encoding="utf-8") as f:
         shown = re.search(r"```text\n(.*?)```", f.read(), re.S).group(1)
-    code = client.replace('"127.0.0.1", 1025', '"127.0.0.1", PORT')
-    script = (
-        "import asyncore, smtpd, threading, socket\n"
-        "server = smtpd.DebuggingServer(('127.0.0.1', 0), None)\n"
-        "PORT = server.socket.getsockname()[1]\n"
-        "loop = threading.Thread(target=asyncore.loop,"
-        " kwargs={'timeout': 0.05})\n"
-        "loop.start()\n"
-        "try:\n"
-        + "".join("    " + line + "\n" for line in code.splitlines()) +
-        "finally:\n"
-        "    asyncore.close_all()\n"
-        "    loop.join(10)\n")
-    result = run_python(script)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == shown
+    argv = quick_start_command()
+    assert argv[-1] == "127.0.0.1:1025" and '"127.0.0.1", 1025' in client
+    port = free_port()
+    argv[-1] = "127.0.0.1:%d" % port
+    env = dict(os.environ,
+               PYTHONPATH=os.path.dirname(os.path.abspath(smtpd.__file__)))
+    server = subprocess.Popen([sys.executable] + argv, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=os.path.dirname(README))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.communicate()
+                assert time.monotonic() < deadline, "the server never listened"
+                time.sleep(0.05)
+        result = run_python(client.replace("1025", str(port)))
+        assert result.returncode == 0, result.stderr
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert (server.returncode, err) == (0, "")
+    assert out == shown
