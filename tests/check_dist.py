@@ -1,28 +1,42 @@
 #!/usr/bin/env python3
-"""Check the distributions that "python -m build" made (the tox env "dist").
+"""Build and check the sdist and the wheel (the tox env "dist").
 
-Usage: python tests/check_dist.py [--test-python PYTHON ...] DISTDIR
+Usage: python tests/check_dist.py [--build SOURCE] [--test-python PYTHON ...]
+                                  DISTDIR
 
-DISTDIR must hold exactly one sdist (.tar.gz) and one wheel (.whl).  Checks:
+With --build, "python -m build --outdir DISTDIR SOURCE" runs first, its
+output printed and kept for the check "build log"; without it, DISTDIR's
+distributions are checked as they are and the build log is not.  Either way
+DISTDIR must then hold exactly one sdist (.tar.gz) and one wheel (.whl).
+Checks:
 
+  build log no line of the build's output (stdout and stderr) matches
+            "SetuptoolsDeprecationWarning", "DeprecationWarning" or
+            "deprecated", case-insensitively: setuptools finds nothing
+            deprecated in the packaging (such as a licence classifier).
   twine     "twine check --strict" on both: the metadata is valid and the
             long description renders.
   wheel     holds exactly smtpd.py, smtpd-stubs/__init__.pyi and its
-            .dist-info (METADATA, WHEEL, RECORD, the licence and what
+            .dist-info (METADATA, WHEEL, RECORD, licenses/LICENSE and what
             setuptools always writes), nothing else; it is a pure
             py3-none-any wheel, RECORD lists every file, and smtpd.py and
             the stub are the sdist's.
-  metadata  the wheel's METADATA: name pysmtpd, the version, summary,
-            keywords and classifiers of setup.cfg (among them Python 3.12
-            to 3.15 and Typing :: Typed), README.md as a markdown long
-            description that renders, the MIT licence and its file, the
-            requirements on pyasyncore and pyasynchat for Python >= 3.12
-            and nothing else, setup.cfg's URLs (if any) and Requires-Python
-            (if any); the sdist's PKG-INFO says the same.
+  metadata  the wheel's METADATA: Metadata-Version 2.4, name pysmtpd, the
+            version, summary, keywords and classifiers of setup.cfg (among
+            them Python 3.12 to 3.15 and Typing :: Typed, and no "License ::"
+            classifier), README.md as a markdown long description that
+            renders, the licence as PEP 639 has it (License-Expression MIT,
+            License-File LICENSE, no License field), the requirements on
+            pyasyncore and pyasynchat for Python >= 3.12 and nothing else,
+            setup.cfg's URLs (if any) and Requires-Python (if any); the
+            sdist's PKG-INFO says the same.
   sdist     holds the module, the stub, the packaging files, README.md,
             LICENSE, CHANGELOG.md, tox.ini, .ci/run, test_smtpd.py and
             every file of the checkout's tests/ and bench/, and nothing
             that .gitignore ignores (caches, byte code, build output).
+  hosts     no file of the sdist names a package registry's or a download
+            site's host (the project names packages by name, not by a
+            registry's address): each hit is reported by file and line.
   install   for each --test-python: a fresh venv of that Python, the wheel
             installed into it with pip, and the sdist's test_smtpd.py (with
             the sdist's pyproject.toml, for the pytest settings) run by
@@ -39,6 +53,7 @@ import email.policy
 import fnmatch
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,10 +85,60 @@ SDIST_FILES = [
 ]
 SDIST_TREES = ["tests", "bench"]
 
+# The build's output must have no line that matches this.
+DEPRECATION = re.compile(r"SetuptoolsDeprecationWarning|DeprecationWarning|deprecated",
+                         re.IGNORECASE)
+
+
+def _host(*labels, path=("", "")):
+    """(name, pattern) for the host labels[0].labels[1]... and any subdomain
+    of it, followed by path: (its name, a regular expression)."""
+    host = r"\.".join(re.escape(label) for label in labels)
+    pattern = r"(?<![\w.-])(?:[\w-]+\.)*%s(?![\w-])%s" % (host, path[1])
+    return ".".join(labels) + path[0], re.compile(pattern, re.IGNORECASE)
+
+
+# Package registries' and download sites' host names, which no file of the
+# project may name: it names packages by name ("the PyPI package pyasyncore").
+# Each is written here in parts, so that this file, which is in the sdist
+# too, does not name them itself and trip its own check.  Documentation
+# sites (PEPs, a project's docs) are not on the list.
+FORBIDDEN_HOSTS = [
+    _host("pypi", "org"),                    # and test., www.
+    _host("pythonhosted", "org"),            # files.
+    _host("bootstrap", "pypa", "io"),
+    _host("python", "org", path=("/ftp", r"/ftp\b")),   # CPython's downloads
+    _host("npmjs", "org"),                   # registry.
+    _host("npmjs", "com"),
+    _host("yarnpkg", "com"),
+    _host("nodejs", "org"),
+    _host("deb", "debian", "org"),
+    _host("security", "debian", "org"),
+    _host("ftp", "debian", "org"),
+    _host("snapshot", "debian", "org"),
+    _host("archive", "ubuntu", "com"),
+    _host("security", "ubuntu", "com"),
+    _host("crates", "io"),                   # static., index.
+    _host("static", "rust-lang", "org"),
+    _host("proxy", "golang", "org"),
+    _host("rubygems", "org"),
+    _host("nuget", "org"),
+    _host("packagist", "org"),
+    _host("repo1", "maven", "org"),
+    _host("repo", "maven", "apache", "org"),
+    _host("anaconda", "org"),                # conda.
+    _host("repo", "anaconda", "com"),
+    _host("githubusercontent", "com"),       # release assets, raw files
+    _host("codeload", "github", "com"),
+    _host("github", "com", path=("/OWNER/REPO/releases/download",
+                                 r"/[\w.-]+/[\w.-]+/releases/download\b")),
+]
+
 VENV_TIMEOUT = 120
 PIP_TIMEOUT = 300
 PYTEST_TIMEOUT = 300
 TWINE_TIMEOUT = 120
+BUILD_TIMEOUT = 600
 
 
 class Checks:
@@ -199,9 +264,10 @@ def check_wheel(wheel, version, sdist_files):
                             % (payload, STUB))
         info = {name[len(dist_info):] for name in names if name.startswith(dist_info)}
         expected = {"METADATA", "WHEEL", "RECORD", "top_level.txt"}
-        licence = {"licenses/LICENSE", "LICENSE"} & info
+        # PEP 639: the licence files go below .dist-info/licenses/.
+        licence = {"licenses/LICENSE"} & info
         if not licence:
-            problems.append("no LICENSE in %s" % dist_info)
+            problems.append("no licenses/LICENSE in %s" % dist_info)
         if not expected <= info:
             problems.append("%s lacks %s" % (dist_info, sorted(expected - info)))
         if info - expected - licence:
@@ -246,6 +312,7 @@ def check_metadata(wheel, version, sdist_files):
         else:
             problems.append("%s is %r, expected %r" % (field, got, wanted))
 
+    expect("Metadata-Version", ["2.4"])
     expect("Name", [NAME])
     expect("Version", [cfg.get("metadata", "version")])
     summary = cfg.get("metadata", "description")
@@ -270,14 +337,18 @@ def check_metadata(wheel, version, sdist_files):
     if readme_renderer.markdown.render(description) is None:
         problems.append("the long description does not render as markdown")
 
-    # The licence: MIT, either as License or as an SPDX License-Expression.
-    licences = (meta.get_all("License") or []) + (meta.get_all("License-Expression") or [])
-    if licences != ["MIT"]:
-        problems.append("License/License-Expression is %r, expected MIT" % licences)
+    # The licence as PEP 639 has it: an SPDX expression and the file, and
+    # neither the old License field nor a licence classifier.
+    expect("License-Expression", ["MIT"])
     expect("License-File", ["LICENSE"])
+    expect("License", [])
 
     classifiers = meta.get_all("Classifier") or []
     expect("Classifier", cfg_list(cfg, "metadata", "classifiers"))
+    for classifier in classifiers:
+        if classifier.startswith("License ::"):
+            problems.append("licence classifier %r: PEP 639 replaced it with "
+                            "License-Expression" % classifier)
     for classifier in REQUIRED_CLASSIFIERS:
         if classifier not in classifiers:
             problems.append("no classifier %r" % classifier)
@@ -340,6 +411,31 @@ def check_sdist(names):
     return problems
 
 
+def check_build_log(output):
+    problems = []
+    for number, line in enumerate(output.splitlines(), 1):
+        if DEPRECATION.search(line):
+            problems.append("build output line %d: %s" % (number, line.strip()))
+    print("  %d lines of build output, %d about something deprecated"
+          % (len(output.splitlines()), len(problems)))
+    return problems
+
+
+def check_hosts(sdist_files):
+    problems = []
+    for name, data in sorted(sdist_files.items()):
+        text = data.decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            for host, pattern in FORBIDDEN_HOSTS:
+                if pattern.search(line):
+                    problems.append("%s:%d names %s, a package registry's or download "
+                                    "site's host (name the package, or say what the "
+                                    "site is, instead): %s"
+                                    % (name, number, host, line.strip()[:120]))
+    print("  %d files, %d host names looked for" % (len(sdist_files), len(FORBIDDEN_HOSTS)))
+    return problems
+
+
 def check_install(python, wheel, sdist_files, scratch):
     """A fresh venv of python, the wheel in it, test_smtpd.py against it."""
     label = os.path.basename(python)
@@ -379,12 +475,33 @@ def check_install(python, wheel, sdist_files, scratch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("distdir", help="the directory python -m build wrote to")
+    parser.add_argument("distdir", help="the directory python -m build wrote to "
+                                         "(with --build: the one it writes to, empty or absent)")
+    parser.add_argument("--build", metavar="SOURCE",
+                        help="first run python -m build on the project in SOURCE, "
+                             "writing to DISTDIR, and check its output")
     parser.add_argument("--test-python", metavar="PYTHON", action="append", default=[],
                         help="install the wheel into a venv of this Python and run "
                              "test_smtpd.py there (repeatable)")
     args = parser.parse_args(argv)
     checks = Checks()
+
+    if args.build is not None:
+        os.makedirs(args.distdir, exist_ok=True)
+        if os.listdir(args.distdir):
+            print("check_dist: %s is not empty; --build needs an empty one" % args.distdir)
+            return 1
+        # The output of both, stdout and stderr, is the build log.  clean_env()
+        # drops PYTHONWARNINGS, which could silence the warnings looked for.
+        print("\n=== python -m build", flush=True)
+        ok, output = run([sys.executable, "-m", "build", "--outdir", args.distdir,
+                          args.build], BUILD_TIMEOUT, env=clean_env())
+        if not ok:
+            print("check_dist: python -m build: %s" % output)
+            return 1
+        checks.check("build log", check_build_log, output)
+    else:
+        print("check_dist: no --build, so the build log is not checked")
 
     sdists = glob.glob(os.path.join(args.distdir, "*.tar.gz"))
     wheels = glob.glob(os.path.join(args.distdir, "*.whl"))
@@ -422,6 +539,7 @@ def main(argv=None):
     checks.check("wheel contents", check_wheel, wheel, version, sdist_files)
     checks.check("metadata", check_metadata, wheel, version, sdist_files)
     checks.check("sdist contents", check_sdist, sorted(sdist_files))
+    checks.check("no registry or download host names", check_hosts, sdist_files)
     with tempfile.TemporaryDirectory(prefix="pysmtpd-dist-") as scratch:
         for python in args.test_python:
             found = shutil.which(python)
