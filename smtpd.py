@@ -62,17 +62,17 @@ import collections
 import errno
 import getopt
 import os
+import re as _re
 import socket
 import sys
 import time
-import re as _re
 from codecs import getincrementaldecoder as _getincrementaldecoder
-from warnings import warn
 from email._header_value_parser import get_addr_spec, get_angle_addr
+from warnings import warn
 
 # On Python 3.12+ these come from the PyPI packages pyasyncore and pyasynchat.
-import asyncore
 import asynchat
+import asyncore
 
 __all__ = ["SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"]
 

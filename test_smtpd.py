@@ -42,7 +42,6 @@ with warnings.catch_warnings():
 
 import smtpd
 
-
 MODULE_DIR = os.path.dirname(os.path.abspath(smtpd.__file__))
 
 # True when the module under test is CPython's own (the oracle, 3.11).

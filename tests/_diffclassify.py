@@ -89,7 +89,7 @@ class Verdict:
 
 def first_difference(a, b):
     """Index of the first token where lists a and b differ, or None."""
-    for index, (x, y) in enumerate(zip(a, b)):
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return index
     if len(a) != len(b):

@@ -27,10 +27,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-
 import _diffgrammar  # noqa: E402
 import _diffharness as harness  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 COVERAGE_LIB = os.environ.get('PYSMTPD_COV311', '/tmp/pysmtpd-cov311')
 

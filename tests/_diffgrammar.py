@@ -24,9 +24,8 @@ Everything is drawn from hypothesis strategies, so a derandomized
 small session.
 """
 
-from hypothesis import strategies as st
-
 from _diffharness import Session
+from hypothesis import strategies as st
 
 CRLF = b'\r\n'
 
@@ -125,7 +124,7 @@ def verbs(draw, name):
     if style == 'mixed':
         flips = draw(st.lists(st.booleans(), min_size=len(name),
                               max_size=len(name)))
-        return ''.join(c.lower() if f else c for c, f in zip(name, flips))
+        return ''.join(c.lower() if f else c for c, f in zip(name, flips, strict=True))
     if style == 'fold' and ('S' in name or 'I' in name):
         # 'ſ'.upper() == 'S' and 'ı'.upper() == 'I' in Python.
         return name.replace('S', '\u017f').replace('I', '\u0131')
@@ -372,7 +371,7 @@ def _chunk(segments, mode, draw):
         if mode == 'split' and len(data) > 1 and not forced:
             cuts = sorted(set(draw(st.lists(
                 st.integers(1, len(data) - 1), max_size=2))))
-            pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [None])]
+            pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [None], strict=True)]
         elif mode == 'bytes' and not forced and len(data) <= 64:
             pieces = [data[i:i + 1] for i in range(len(data))]
         else:

@@ -24,8 +24,8 @@ session gives the same transcript every time.
 
 import json
 import os
-import re
 import queue
+import re
 import shutil
 import socket
 import struct
@@ -89,7 +89,7 @@ def find_oracle():
                                  cwd=empty, capture_output=True, text=True,
                                  timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OracleMissing('%s does not run: %s' % (python, exc))
+            raise OracleMissing('%s does not run: %s' % (python, exc)) from exc
     if out.returncode != 0:
         raise OracleMissing('%s has no smtpd module:\n%s'
                             % (python, out.stderr))

@@ -222,6 +222,7 @@ def main(argv):
         # 3.11 warns that smtpd/asyncore/asynchat are deprecated.
         warnings.simplefilter('ignore', DeprecationWarning)
         import asyncore
+
         import smtpd
     server_class = _build_server_class(smtpd, config)
     remote = tuple(config.get('remote') or ('127.0.0.1', 9))

@@ -39,8 +39,9 @@ with warnings.catch_warnings():
     # 3.11's smtpd (the oracle) warns on import; ours must not, but either
     # way a warning is not what this server reports.
     warnings.simplefilter("ignore", DeprecationWarning)
-    import smtpd
     import asyncore
+
+    import smtpd
 
 
 def emit(line):

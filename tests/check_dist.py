@@ -391,7 +391,7 @@ def check_sdist(names):
             problems.append("the sdist lacks %s" % name)
     for tree in SDIST_TREES:
         checkout = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, tree)):
+        for dirpath, _dirnames, filenames in os.walk(os.path.join(ROOT, tree)):
             for filename in filenames:
                 path = os.path.relpath(os.path.join(dirpath, filename), ROOT)
                 path = path.replace(os.sep, "/")
@@ -545,7 +545,7 @@ def main(argv=None):
             found = shutil.which(python)
             if found is None:
                 checks.check("install and test on %s" % python,
-                             lambda: ["%s not found" % python])
+                             lambda python=python: ["%s not found" % python])
                 continue
             checks.check("install and test on %s" % python, check_install,
                          found, wheel, sdist_files, scratch)

@@ -10,9 +10,9 @@ compare the two.
 """
 
 import string
+from email._header_value_parser import get_addr_spec, get_angle_addr
 
 import pytest
-from email._header_value_parser import get_addr_spec, get_angle_addr
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import example, given, settings, strategies as st  # noqa: E402

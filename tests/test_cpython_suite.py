@@ -33,7 +33,6 @@ import pytest
 
 import smtpd
 
-
 # Tests in Lib/test/test_smtpd.py of CPython 3.11 (checked with 3.11.7).
 EXPECTED_TESTS = 153
 SUITE_TIMEOUT = 300   # seconds; the suite itself takes well under one

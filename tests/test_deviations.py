@@ -5,11 +5,11 @@ the host name on every connection) and passes against pysmtpd.  The other
 rows are shown in test_hostile.py, test_proxy.py and test_smtpd.py.
 """
 
-import asyncore
 import contextlib
 import socket
 import threading
 
+import asyncore
 import pytest
 
 import smtpd

@@ -33,6 +33,7 @@ descriptors are counted in /proc.
 """
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -260,7 +261,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError("server did not stop within %s s of %s"
-                                 % (TIMEOUT * 2, self.stop_signal.name))
+                                 % (TIMEOUT * 2, self.stop_signal.name)) from None
         self._join_readers()
         return returncode
 
@@ -481,7 +482,7 @@ class Client:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 raise AssertionError("server did not close the connection "
-                                     "within %s s; got %r" % (TIMEOUT, data))
+                                     "within %s s; got %r" % (TIMEOUT, data)) from None
             if not chunk:
                 return data
             data += chunk
@@ -567,7 +568,7 @@ def open_greeted_clients(port, count, timeout, batch=None):
                     except OSError as err:
                         raise AssertionError(
                             "connection %d of %d failed before its greeting: "
-                            "%s" % (sockets.index(sock) + 1, count, err))
+                            "%s" % (sockets.index(sock) + 1, count, err)) from err
                     if not chunk:
                         raise AssertionError(
                             "connection %d of %d closed before its greeting"
@@ -921,7 +922,7 @@ def hostile_stream(rng):
 def messages_acknowledged(replies):
     """How many "250 OK" replies in replies answer a message (follow a 354)."""
     lines = replies.split(b"\r\n")
-    return sum(1 for before, after in zip(lines, lines[1:])
+    return sum(1 for before, after in itertools.pairwise(lines)
                if before.startswith(b"354 ") and after == b"250 OK")
 
 

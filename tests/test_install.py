@@ -27,7 +27,6 @@ import time
 
 import pytest
 
-
 pytestmark = [
     pytest.mark.install,
     pytest.mark.skipif(sys.version_info < (3, 12),

@@ -41,6 +41,7 @@ with warnings.catch_warnings():
     # CPython 3.11's own smtpd/asyncore warn on import; this project's do not.
     warnings.simplefilter('ignore', DeprecationWarning)
     import asyncore
+
     import smtpd
 
 try:

@@ -13,12 +13,14 @@ asyncore.close_all().
 
 # On Python 3.12+ asyncore comes from pyasyncore, which ships no types: mypy
 # is told so in mypy.ini, pyright here and where asyncore is used.
-import asyncore  # pyright: ignore[reportMissingTypeStubs]
-import smtpd
 import smtplib
 import sys
 import threading
 from typing import Any, NamedTuple
+
+import asyncore  # pyright: ignore[reportMissingTypeStubs]
+
+import smtpd
 
 
 class Message(NamedTuple):
