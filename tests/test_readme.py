@@ -28,18 +28,27 @@ def python_blocks(title):
     return re.findall(r"```python\n(.*?)```", section.group(1), re.S)
 
 
-def run_python(code, timeout=60):
-    env = dict(os.environ,
-               PYTHONPATH=os.path.dirname(os.path.abspath(smtpd.__file__)))
+def smtpd_env():
+    """The environment for a subprocess that must import the smtpd under test.
+
+    Run it in a directory without smtpd.py, too: ``-c`` and ``-m`` put the
+    working directory first on sys.path.
+    """
+    return dict(os.environ,
+                PYTHONPATH=os.path.dirname(os.path.abspath(smtpd.__file__)))
+
+
+def run_python(code, cwd, timeout=60):
     return subprocess.run([sys.executable, "-W", "error", "-c", code],
                           capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=os.path.dirname(README))
+                          env=smtpd_env(), cwd=cwd)
 
 
-def test_capturing_mail_example_runs():
+def test_capturing_mail_example_runs(tmp_path):
     [example] = python_blocks("Capturing mail in a test suite")
     # The example ends with its own assert on the captured message.
-    result = run_python(example + "\nprint('captured', len(server.messages))")
+    result = run_python(example + "\nprint('captured', len(server.messages))",
+                        tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "captured 1\n"
     assert result.stderr == ""
@@ -59,7 +68,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_quick_start_output_is_what_the_command_prints():
+def test_quick_start_output_is_what_the_command_prints(tmp_path):
     """The printout shown under Quick start is what the Quick start command
     (the CLI, in a subprocess) prints for the Quick start client."""
     [client] = python_blocks("Quick start")
@@ -69,11 +78,9 @@ def test_quick_start_output_is_what_the_command_prints():
     assert argv[-1] == "127.0.0.1:1025" and '"127.0.0.1", 1025' in client
     port = free_port()
     argv[-1] = "127.0.0.1:%d" % port
-    env = dict(os.environ,
-               PYTHONPATH=os.path.dirname(os.path.abspath(smtpd.__file__)))
-    server = subprocess.Popen([sys.executable] + argv, env=env,
+    server = subprocess.Popen([sys.executable] + argv, env=smtpd_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=os.path.dirname(README))
+                              text=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -84,7 +91,7 @@ def test_quick_start_output_is_what_the_command_prints():
                 assert server.poll() is None, server.communicate()
                 assert time.monotonic() < deadline, "the server never listened"
                 time.sleep(0.05)
-        result = run_python(client.replace("1025", str(port)))
+        result = run_python(client.replace("1025", str(port)), tmp_path)
         assert result.returncode == 0, result.stderr
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)
