@@ -549,7 +549,9 @@ class SMTPChannel(asynchat.async_chat):
         try:
             token, rest = parse(arg)
             if not token:
-                return token, rest
+                # Kept from 3.11, but never true: both parsers return a
+                # non-empty token list or raise.
+                return token, rest  # pragma: no cover
             return token.addr_spec, rest
         except Exception:
             # The email package's private parser fails on some malformed
@@ -1028,7 +1030,8 @@ def parseargs():
             DEBUGSTREAM = sys.stderr
         elif opt == '-u':
             options.enable_SMTPUTF8 = True
-        elif opt == '-s':
+        else:
+            # -s: getopt gives back no option it wasn't given.
             try:
                 options.size_limit = int(arg)
             except ValueError:
