@@ -58,8 +58,7 @@ def quick_start_command():
     """The Quick start's ``python -m smtpd ...`` command line, split."""
     with open(README, encoding="utf-8") as f:
         text = f.read()
-    [line] = re.findall(r"^python -m smtpd .*$", text, re.M)[:1]
-    return line.split()[1:]
+    return re.search(r"^python -m smtpd .*$", text, re.M).group().split()[1:]
 
 
 def free_port():
