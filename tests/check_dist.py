@@ -31,9 +31,10 @@ Checks:
             setup.cfg's URLs (if any) and Requires-Python (if any); the
             sdist's PKG-INFO says the same.
   sdist     holds the module, the stub, the packaging files, README.md,
-            LICENSE, CHANGELOG.md, tox.ini, .ci/run, test_smtpd.py and
-            every file of the checkout's tests/ and bench/, and nothing
-            that .gitignore ignores (caches, byte code, build output).
+            LICENSE, CHANGELOG.md, tox.ini, .ci/run, .ci/get-python.sh,
+            test_smtpd.py and every file of the checkout's tests/ and
+            bench/, and nothing that .gitignore ignores (caches, byte
+            code, build output).
   hosts     no file of the sdist names a package registry's or a download
             site's host (the project names packages by name, not by a
             registry's address): each hit is reported by file and line.
@@ -80,7 +81,7 @@ REQUIRES_DIST = [
 # Files of the sdist besides those of tests/ and bench/.
 SDIST_FILES = [
     "smtpd.py", STUB, "setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in",
-    "PKG-INFO", "README.md", "LICENSE", "CHANGELOG.md", "tox.ini", ".ci/run",
+    "PKG-INFO", "README.md", "LICENSE", "CHANGELOG.md", "tox.ini", ".ci/run", ".ci/get-python.sh",
     "test_smtpd.py",
 ]
 SDIST_TREES = ["tests", "bench"]

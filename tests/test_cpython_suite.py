@@ -47,7 +47,7 @@ CANDIDATE_GLOBS = [
     "~/.pyenv/versions/3.11*/lib/python3.11/test/test_smtpd.py",
     "/usr/lib/python3.11/test/test_smtpd.py",
     "/usr/local/lib/python3.11/test/test_smtpd.py",
-    "/opt/debpy/3.11/usr/lib/python3.11/test/test_smtpd.py",
+    "/opt/pysmtpd-pythons/3.11/usr/lib/python3.11/test/test_smtpd.py",
 ]
 
 
