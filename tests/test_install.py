@@ -155,13 +155,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _connect(server, port):
+def _connect(server, port, within=LISTEN_TIMEOUT):
     """An SMTP client connected to the server, or None if the server died first.
 
-    Connection attempts are retried until the server listens (bounded), so no
-    stray probe connection ever reaches it.
+    Connection attempts are retried until the server listens (for at most
+    *within* seconds), so no stray probe connection ever reaches it.
     """
-    deadline = time.monotonic() + LISTEN_TIMEOUT
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if server.poll() is not None:
             return None
@@ -169,8 +169,7 @@ def _connect(server, port):
             return smtplib.SMTP("127.0.0.1", port, timeout=SMTP_TIMEOUT)
         except ConnectionRefusedError:
             time.sleep(0.05)   # polling interval, not synchronisation
-    raise AssertionError(f"server did not listen on port {port} "
-                         f"within {LISTEN_TIMEOUT}s")
+    raise AssertionError(f"server did not listen on port {port} within {within}s")
 
 
 def _stop(proc):
