@@ -3,8 +3,10 @@
 Every test talks to a real server: an SMTPServer bound to an ephemeral port on
 127.0.0.1, run by asyncore.loop() over its own socket map in a thread, and a
 real client (a tiny line client for exact bytes, smtplib where the client's
-side does not matter).  The command line is run as `python -m smtpd` in a
-subprocess.
+side does not matter).  Where a fault can't be made for real (a socket that
+refuses TCP_NODELAY, getpeername() failing with EINVAL), a wrapper around the
+server's accepted socket fails that one call.  The command line is run as
+`python -m smtpd` in a subprocess.
 
 The expectations are CPython 3.11's behaviour, byte for byte.  The same file
 runs against 3.11's own smtpd (the oracle): with python3.11, from a directory
@@ -15,6 +17,8 @@ skipped when the module under test is the standard library's.
 
 import collections
 import contextlib
+import errno
+import gc
 import getopt
 import inspect
 import io
@@ -25,6 +29,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -720,6 +725,27 @@ def test_end_marker_split_across_reads():
         assert srv.server.messages[0].data == b"hello"
 
 
+@deviation("split-utf8")
+def test_message_not_utf8_is_refused_and_its_rest_not_kept():
+    with session(decode_data=True) as (srv, client):
+        channel = srv.channel(client)
+        greet(client, "HELO", STR)
+        send_envelope(client)
+        assert client.cmd("DATA") == wire("354 End data with <CR><LF>.<CR><LF>")
+        # Two reads: an invalid UTF-8 sequence in the first, more text of the
+        # same message in the second.
+        first, second = b"Subject: caf\xe9 au lait", b"\r\n\r\nand more text"
+        client.send(first)
+        wait_for(lambda: channel.num_bytes == len(first))
+        client.send(second)
+        wait_for(lambda: channel.num_bytes == len(first) + len(second))
+        # The message is known to be refused: none of it is kept meanwhile.
+        assert channel.received_lines == []
+        client.send(b"\r\n.\r\n")
+        assert client.reply() == wire("554 Error: message data is not valid UTF-8")
+        assert client.cmd("NOOP") == wire(OK)
+    assert srv.server.messages == []
+
 
 # ---------------------------------------------------------------------------
 # process_message: arguments and return value
@@ -994,6 +1020,18 @@ def test_deprecated_alias_set(bare_channel, alias, name):
     assert (warning.filename, warning.lineno) == (__file__, line)
 
 
+def test_introspecting_smtpchannel_gives_no_deprecation_warning():
+    names = ["_SMTPChannel" + alias for alias, _ in ALIASES]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        members = dict(inspect.getmembers(smtpd.SMTPChannel))
+        aliases = [getattr(smtpd.SMTPChannel, name) for name in names]
+    # On the class, each old name is its descriptor (what help() and
+    # inspect list), not a warning and an AttributeError.
+    assert all(inspect.isdatadescriptor(alias) for alias in aliases)
+    assert [members[name] for name in names] == aliases
+
+
 # ---------------------------------------------------------------------------
 # Subclassing and construction
 
@@ -1037,6 +1075,95 @@ def test_channel_class_subclass():
         assert client.cmd("XCONFUSE") == wire("250 confused")
         assert client.cmd("NOOP") == wire("451 Internal confusion")
         assert client.cmd("") == wire("451 Internal confusion")
+
+
+class Channel311(smtpd.SMTPChannel):
+    """found_terminator() as a subclass written for 3.11 has it.
+
+    Such subclasses copied 3.11's method whole to change a step of it, so
+    they use the attributes 3.11's __init__ set up for it: _emptystring,
+    _linesep and _newline, and _dotsep, the dot as indexing a line gives it
+    (the str '.' with decode_data=True, the int ord('.') from bytes).  This
+    one does what 3.11's did, step for step.
+    """
+
+    def found_terminator(self):
+        line = self._emptystring.join(self.received_lines)
+        self.received_lines = []
+        print("Data:", repr(line), file=smtpd.DEBUGSTREAM)
+        if self.smtp_state == self.COMMAND:
+            self._command(line)
+        elif self.smtp_state != self.DATA:
+            self.push("451 Internal confusion")
+            self.num_bytes = 0
+        elif self.data_size_limit and self.num_bytes > self.data_size_limit:
+            self.push("552 Error: Too much mail data")
+            self.num_bytes = 0
+        else:
+            self._message(line)
+
+    def _command(self, line):
+        size, self.num_bytes = self.num_bytes, 0
+        if not line:
+            self.push("500 Error: bad syntax")
+            return
+        if not self._decode_data:
+            line = str(line, "utf-8")
+        command, space, arg = line.partition(" ")
+        command = command.upper()
+        arg = arg.strip() if space else None
+        if self.extended_smtp:
+            limit = self.command_size_limits[command]
+        else:
+            limit = self.command_size_limit
+        if size > limit:
+            self.push("500 Error: line too long")
+            return
+        method = getattr(self, "smtp_" + command, None)
+        if method is None:
+            self.push('500 Error: command "%s" not recognized' % command)
+        else:
+            method(arg)
+
+    def _message(self, data):
+        # A line that starts with a dot loses it (RFC 5321, 4.5.2), and the
+        # lines are joined with _newline instead of CRLF.
+        lines = [text[1:] if text and text[0] == self._dotsep else text
+                 for text in data.split(self._linesep)]
+        self.received_data = self._newline.join(lines)
+        kwargs = {}
+        if not self._decode_data:
+            kwargs = {"mail_options": self.mail_options,
+                      "rcpt_options": self.rcpt_options}
+        status = self.smtp_server.process_message(
+            self.peer, self.mailfrom, self.rcpttos, self.received_data, **kwargs)
+        self._set_post_data_state()
+        self.push(status or "250 OK")
+
+
+class Server311(RecordingServer):
+    channel_class = Channel311
+
+
+# Dot-stuffed lines, a line of two dots, a dot inside and after a blank,
+# 8-bit text; and what 3.11's SMTPChannel delivers for them, as bytes.
+DOT_STUFFED = b"..one\r\n.two\r\n...\r\n\r\nx.y\r\n .z\r\n..\r\n" + (
+    "Grüße\r\n.\r\n".encode())
+DOT_STUFFED_DATA = b".one\ntwo\n..\n\nx.y\n .z\n.\n" + "Grüße".encode()
+
+
+@pytest.mark.parametrize("server_class", [RecordingServer, Server311],
+                         ids=["SMTPChannel", "found_terminator-of-3.11"])
+@pytest.mark.parametrize("mode", [BYTES, STR], ids=lambda mode: mode.name)
+def test_subclass_with_found_terminator_of_3_11(server_class, mode):
+    # The plain channel pins what 3.11 delivers (run against 3.11, the
+    # oracle); the subclass must deliver the same with pysmtpd's attributes.
+    with session(server_class, **mode.kwargs) as (srv, client):
+        greet(client, "EHLO", mode)
+        send_envelope(client)
+        assert send_data(client, DOT_STUFFED) == wire(OK)
+        assert client.cmd("NOOP") == wire(OK)
+        assert [m.data for m in srv.server.messages] == [mode.text(DOT_STUFFED_DATA)]
 
 
 BOTH_FLAGS = "decode_data and enable_SMTPUTF8 cannot be set to True at the same time"
@@ -1095,6 +1222,240 @@ def test_base_process_message_is_abstract():
                                    mail_options=[], rcpt_options=[])
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------------------
+# Connections: Nagle's algorithm, the client's address, accept()
+
+class RecordingConn:
+    """A real accepted socket, wrapped: each send() is recorded."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.sends = []
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def send(self, data):
+        sent = self._sock.send(data)
+        self.sends.append(bytes(data[:sent]))
+        return sent
+
+
+class NoDelayRefused(RecordingConn):
+    """A TCP socket whose setsockopt() fails."""
+
+    def setsockopt(self, *args):
+        raise OSError(errno.ENOPROTOOPT, os.strerror(errno.ENOPROTOOPT))
+
+
+class NotASocket(RecordingConn):
+    """A socket-like object without a family (no setsockopt() is tried)."""
+
+    def __getattr__(self, name):
+        if name == "family":
+            raise AttributeError(name)
+        return super().__getattr__(name)
+
+
+class PeerUnknown(RecordingConn):
+    """A socket whose getpeername() fails with an error other than ENOTCONN."""
+
+    def getpeername(self):
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+
+class WrappingServer(RecordingServer):
+    """Gives each channel its accepted socket inside conn_class."""
+
+    def __init__(self, *args, conn_class, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conn_class = conn_class
+        self.conns = []
+
+    def handle_accepted(self, conn, addr):
+        # Not RecordingServer's: it turns Nagle's algorithm off itself.
+        self.conns.append(self.conn_class(conn))
+        smtpd.SMTPServer.handle_accepted(self, self.conns[-1], addr)
+
+
+@pytest.mark.skipif(ORACLE, reason="3.11 sends each line of a reply on its own")
+def test_ehlo_reply_is_one_send_with_nagle_off():
+    # With Nagle's algorithm on, each line after the first of a reply sent
+    # line by line, as 3.11 sent them, waits for the client's delayed ACK
+    # (40 ms on Linux).  So the server turns it off on its TCP sockets and
+    # sends a whole reply at once: one segment, which one recv() reads.
+    with session(WrappingServer, conn_class=RecordingConn) as (running, client):
+        [conn] = running.server.conns
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        client.send("EHLO client.example\r\n")
+        # The greeting, all that came before, has been read already.
+        assert client.sock.recv(4096) == EHLO_REPLY["bytes"]
+    # Read once the server's loop has stopped: it records each send() only
+    # after the client may have had its bytes.
+    assert conn.sends == [wire(f"220 {FQDN} {VERSION}"), EHLO_REPLY["bytes"]]
+
+
+@pytest.mark.parametrize("conn_class", [NoDelayRefused, NotASocket],
+                         ids=["setsockopt-fails", "not-a-socket"])
+def test_session_works_where_nagle_cannot_be_turned_off(conn_class):
+    with session(WrappingServer, conn_class=conn_class) as (running, client):
+        replies = [client.greeting, client.cmd("EHLO client.example")]
+        assert replies == [wire(f"220 {FQDN} {VERSION}"), EHLO_REPLY["bytes"]]
+        for line in ("MAIL FROM:<a@example.org>", "RCPT TO:<b@example.org>"):
+            replies.append(client.cmd(line))
+        replies.append(client.cmd("DATA"))
+        client.send(b"Subject: nagle\r\n\r\nHello.\r\n.\r\n")
+        replies += [client.reply(), client.cmd("QUIT")]
+        assert replies[2:] == [wire(OK), wire(OK),
+                               wire("354 End data with <CR><LF>.<CR><LF>"),
+                               wire(OK), wire("221 Bye")]
+        assert client.at_eof()
+        [conn] = running.server.conns
+    assert [m.data for m in running.server.messages] == [b"Subject: nagle\n\nHello."]
+    # The same bytes, but each line of a reply goes out in a send of its
+    # own, as in 3.11: only with Nagle off are the lines of a reply joined
+    # into one send.
+    assert conn.sends == b"".join(replies).splitlines(keepends=True)
+
+
+class HeldServer(RecordingServer):
+    """Accepts no connection until the test sets `released`."""
+
+    released = False
+
+    def readable(self):
+        return self.released and super().readable()
+
+
+def _established(server_port, client_port):
+    """Whether Linux still has the server's side of the connection open."""
+    local = ":%04X" % server_port
+    remote = ":%04X" % client_port
+    with open("/proc/net/tcp") as table:
+        next(table)
+        return any(row.split()[1].endswith(local) and row.split()[2].endswith(remote)
+                   and row.split()[3] == "01" for row in table)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="relies on how Linux reports a reset socket")
+
+
+@linux_only
+def test_client_gone_before_its_greeting_does_not_stop_the_server(monkeypatch):
+    debug = io.StringIO()
+    monkeypatch.setattr(smtpd, "DEBUGSTREAM", debug)
+    with ServerThread(HeldServer) as running:
+        # A client connects and resets the connection while it waits to be
+        # accepted: accept() then gives a socket that has no peer any more,
+        # and getpeername() fails with ENOTCONN.
+        gone = socket.create_connection(running.address, timeout=CLIENT_TIMEOUT)
+        gone_addr = gone.getsockname()
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        wait_for(lambda: not _established(running.address[1], gone_addr[1]))
+        running.server.released = True
+        wait_for(lambda: f"Incoming connection from {gone_addr!r}" in debug.getvalue())
+        # The next client is served; the first left nothing open behind it.
+        client = LineClient(running.address)
+        try:
+            assert client.greeting == wire(f"220 {FQDN} {VERSION}")
+            assert sorted(type(obj).__name__ for obj in running.map.values()) == [
+                "HeldServer", "SMTPChannel"]
+            assert client.cmd("HELO client.example") == wire(f"250 {FQDN}")
+            send_envelope(client)
+            assert send_data(client, b"Subject: gone\r\n\r\nHello.\r\n.\r\n") == wire(OK)
+        finally:
+            client.close()
+    log = debug.getvalue()
+    assert f"Peer: {gone_addr!r}" not in log
+    assert f"Peer: {client.address!r}" in log
+    assert len(running.server.messages) == 1
+
+
+def test_other_getpeername_error_goes_to_handle_error(capsys):
+    with ServerThread(WrappingServer, conn_class=PeerUnknown) as running:
+        with socket.create_connection(running.address,
+                                      timeout=CLIENT_TIMEOUT) as client:
+            # No greeting: the channel was closed.
+            assert client.recv(1024) == b""
+        # As in 3.11, asyncore's handle_error logs the exception, and the
+        # listening server closes.
+        wait_for(lambda: not running.map)
+    out = capsys.readouterr().out
+    assert out.startswith("error: uncaptured python exception, closing channel ")
+    assert "(<class 'OSError'>:[Errno %d] %s " % (
+        errno.EINVAL, os.strerror(errno.EINVAL)) in out
+    [conn] = running.server.conns
+    assert conn.fileno() == -1
+
+
+@contextlib.contextmanager
+def descriptors_exhausted():
+    """Until the block ends, this process can open no descriptor (EMFILE).
+
+    The soft RLIMIT_NOFILE comes down to the lowest free descriptor number.
+    The garbage collector waits meanwhile: a socket it closed would free a
+    number below the limit.
+    """
+    resource = pytest.importorskip("resource")
+    gc.collect()
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    collecting = gc.isenabled()
+    gc.disable()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if collecting:
+            gc.enable()
+
+
+@deviation("accept-emfile")
+def test_accept_out_of_descriptors_is_logged_and_waited_out(monkeypatch):
+    # 3.11 wrote nothing to DEBUGSTREAM here: asyncore's handle_error logged
+    # the OSError on stdout, and the server closed its listening socket.
+    debug = io.StringIO()
+    monkeypatch.setattr(smtpd, "DEBUGSTREAM", debug)
+    with ServerThread() as running, socket.socket() as client:
+        client.settimeout(CLIENT_TIMEOUT)
+        with descriptors_exhausted():
+            # The kernel queues the connection; accept() fails with EMFILE.
+            client.connect(running.address)
+            # The line on DEBUGSTREAM is all that shows the failed accept():
+            # wait for a line after the three of "started at" (or time out,
+            # and let the assertions below say what was written).
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: len(debug.getvalue().splitlines()) > 3)
+        # Descriptors are free again: the client that waited is served.
+        with client.makefile("rb") as replies:
+            assert replies.readline() == wire(f"220 {FQDN} {VERSION}")
+        peer = client.getsockname()
+    # After the three lines of "RecordingServer started at": one line each
+    # time accept() was tried (every 0.1 s) until descriptors were free.
+    log = debug.getvalue().splitlines()
+    cannot = "Cannot accept now: [Errno %d] %s" % (errno.EMFILE, os.strerror(errno.EMFILE))
+    assert log[3] == cannot
+    assert set(log[3:-2]) == {cannot}
+    assert log[-2:] == [f"Incoming connection from {peer!r}", f"Peer: {peer!r}"]
+
+
+@linux_only
+def test_accept_error_not_about_resources_goes_to_handle_error(capsys):
+    with ServerThread() as running:
+        # On Linux, accept() on a listening socket that was shut down fails
+        # with EINVAL: not a lack of descriptors, so it is not waited out.
+        running.server.socket.shutdown(socket.SHUT_RDWR)
+        wait_for(lambda: not running.map)
+    out = capsys.readouterr().out
+    assert out.startswith("error: uncaptured python exception, closing channel ")
+    assert "(<class 'OSError'>:[Errno %d] %s " % (
+        errno.EINVAL, os.strerror(errno.EINVAL)) in out
 
 
 # ---------------------------------------------------------------------------
@@ -1514,6 +1875,45 @@ def test_cli_setuid_nobody(tmp_path):
             assert uid_line.split()[1:] == [str(nobody)] * 4
         send_cli_message(server.address)
         assert server.stop() == (0, CLI_PRINTED, "")
+
+
+def test_cli_not_allowed_to_setuid_says_use_n(tmp_path):
+    command = cli_command("-c", "DebuggingServer", "127.0.0.1:%d" % free_port())
+    if os.geteuid() == 0:
+        # Root without the capability to change its user id, as in a
+        # container that drops CAP_SETUID.
+        setpriv = shutil.which("setpriv")
+        drop = [setpriv, "--bounding-set=-setuid", "--inh-caps=-setuid"]
+        if setpriv is None or subprocess.run(drop + ["true"]).returncode != 0:
+            pytest.skip("setpriv cannot drop CAP_SETUID here")
+        command = drop + command
+    else:
+        pwd = pytest.importorskip("pwd")
+        if os.geteuid() == pwd.getpwnam("nobody").pw_uid:
+            pytest.skip("running as nobody: setuid(nobody) succeeds")
+    result = subprocess.run(command, cwd=tmp_path, env=cli_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", 'Cannot setuid "nobody"; try running with -n option.\n')
+
+
+# python -m smtpd ARGS, on a platform without the pwd module.
+RUN_WITHOUT_PWD = """\
+import runpy, sys
+sys.modules['pwd'] = None
+sys.argv[1:] = %r
+runpy.run_module('smtpd', run_name='__main__', alter_sys=True)
+"""
+
+
+def test_cli_without_pwd_module_says_use_n(tmp_path):
+    code = RUN_WITHOUT_PWD % (["-c", "DebuggingServer", "127.0.0.1:%d" % free_port()],)
+    flags = ["-W", "ignore::DeprecationWarning"] if ORACLE else []
+    result = subprocess.run([sys.executable, *flags, "-c", code], cwd=tmp_path,
+                            env=cli_env(), capture_output=True, text=True,
+                            timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", 'Cannot import module "pwd"; try running with -n option.\n')
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ talks to a PureProxy on 127.0.0.1, and the proxy relays to a real upstream
 SMTP server that the test starts on 127.0.0.1:
 
 * "smtpd": an SMTPServer subclass of the module under test, recording what
-  process_message() gets, in its own asyncore loop thread and socket map;
+  process_message() gets, in its own asyncore loop thread and socket map
+  (and a variant of it that hangs up on QUIT instead of replying);
 * "aiosmtpd": an independent implementation (aiosmtpd's Controller), recording
   the envelope and the message bytes exactly as they crossed the wire;
 * scripted raw-socket upstreams for the failures no real server does on
@@ -157,12 +158,23 @@ class _SmtpdUpstreamServer(smtpd.SMTPServer):
         return self.data_reply
 
 
+class _HangUpOnQuitChannel(_SmtpdUpstreamChannel):
+    """Closes the connection on QUIT instead of replying 221."""
+
+    def smtp_QUIT(self, arg):
+        self.close()
+
+
+class _HangUpOnQuitServer(_SmtpdUpstreamServer):
+    channel_class = _HangUpOnQuitChannel
+
+
 class SmtpdUpstream:
     """Upstream "smtpd": this project's SMTPServer in its own loop thread."""
 
-    def __init__(self):
+    def __init__(self, server_class=_SmtpdUpstreamServer):
         self._loop = _LoopThread({})
-        self._server = _SmtpdUpstreamServer(self._loop.map)
+        self._server = server_class(self._loop.map)
         self.address = self._server.socket.getsockname()[:2]
         self._loop.start()
 
@@ -738,6 +750,21 @@ def test_upstream_size_limit(upstream, make_proxy, decode_data):
     assert upstream.messages == []
 
 
+def test_all_recipients_refused_is_logged_as_in_3_11(upstream, make_proxy,
+                                                     decode_data, debugstream):
+    """DEBUGSTREAM gets 3.11's two lines: the exception, then the refusals."""
+    upstream.set_replies(rcpt={r: NO_SUCH_USER for r in RECIPIENTS})
+    proxy = make_proxy(upstream.address, decode_data=decode_data)
+    assert _send(proxy, PLAIN) == (550, b'5.1.1 No such user')
+    # (The upstream "smtpd" logs to the same stream, but only before its
+    # reply to QUIT, which comes before these lines.)
+    assert ("got SMTPRecipientsRefused\n"
+            "we got some refusals: {"
+            "'one@example.org': (550, b'5.1.1 No such user'), "
+            "'two@example.net': (550, b'5.1.1 No such user')}\n"
+            ) in debugstream.getvalue()
+
+
 def test_multiline_refusal_is_one_reply_line(upstream, make_proxy,
                                              decode_data):
     """A multi-line upstream reply is passed on as one line."""
@@ -783,6 +810,21 @@ def test_upstream_misbehaves(make_proxy, decode_data, behaviour, expected):
         assert _send(proxy, PLAIN) == expected
     finally:
         failing.stop()
+
+
+def test_upstream_hangs_up_on_quit(make_proxy):
+    """Delivered before the upstream hung up on QUIT: 250 OK, no refusal."""
+    upstream = SmtpdUpstream(_HangUpOnQuitServer)
+    try:
+        proxy = make_proxy(upstream.address)
+        with proxy.client() as client:
+            assert client.sendmail(SENDER, RECIPIENTS, PLAIN) == {}
+            assert client.noop() == (250, b'OK')
+    finally:
+        upstream.stop()
+    assert [(m.mail_from, m.rcpt_tos, m.content)
+            for m in upstream.messages] == [
+        (SENDER, RECIPIENTS, upstream.as_received(RELAY_CASES['plain'][2]))]
 
 
 RELAY_TIMEOUT = 1.0
