@@ -1731,6 +1731,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
+# CliServer stops the CLI as a user does, with Ctrl-C.  Under a parent that
+# ignores SIGINT (a background job) the CLI would start with it ignored; a
+# handled signal is reset to the default by exec, so handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class CliServer:
     """`python -m smtpd OPTIONS 127.0.0.1:PORT` as a subprocess."""
 

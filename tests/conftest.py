@@ -1,4 +1,5 @@
-"""Shared pytest set-up: name the smtpd under test, and insist on the installed one.
+"""Shared pytest set-up: name the smtpd under test, and insist on the installed one;
+let the CLIs the tests start be stopped with SIGINT.
 
 tox installs the package and runs the tests from a scratch directory; it sets
 PYSMTPD_REQUIRE_INSTALLED=1 so that a run which silently picked up the
@@ -7,11 +8,19 @@ stops at once instead of testing the wrong file.
 """
 
 import os
+import signal
 import sysconfig
 
 import pytest
 
 import smtpd
+
+# The tests stop the CLI as a user does, with Ctrl-C (SIGINT).  A process
+# started by one that ignores SIGINT (a background job, some CI runners)
+# starts with it ignored, and so would its children; a handled signal is
+# reset to the default by exec, so handling it here gives them the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _smtpd_dir():

@@ -102,24 +102,6 @@ def child_env(unbuffered):
     return env
 
 
-@contextlib.contextmanager
-def sigint_inherited_as_default():
-    # A child whose parent ignores SIGINT (a background job, some CI runners)
-    # starts with SIGINT ignored, and the CLI could then not be stopped the
-    # way a user stops it.  A handled signal is reset to SIG_DFL by exec, so
-    # installing Python's handler around Popen gives the child the default.
-    previous = signal.getsignal(signal.SIGINT)
-    if (previous is not signal.SIG_IGN
-            or threading.current_thread() is not threading.main_thread()):
-        yield
-        return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class ServerProcess:
     """A server subprocess whose stdout and stderr are collected as they come."""
 
@@ -138,11 +120,10 @@ class ServerProcess:
         # the last one answered.
         self._syncs_sent = 0
         self._synced = 0
-        with sigint_inherited_as_default():
-            self.proc = subprocess.Popen(
-                argv, cwd=cwd, env=child_env(unbuffered),
-                stdin=subprocess.PIPE if control else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=child_env(unbuffered),
+            stdin=subprocess.PIPE if control else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._readers = [
             threading.Thread(target=self._collect, args=(stream, lines),
                              daemon=True)
