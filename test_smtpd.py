@@ -592,6 +592,16 @@ def padded(line, size):
     return line.encode("utf-8").ljust(size)
 
 
+@deviation("bad-utf8-command")
+def test_command_not_utf8_is_bad_syntax_up_to_the_limit():
+    # The same limit as for a line that decodes: 512 bytes are bad syntax,
+    # 513 too long.
+    with session() as (srv, client):
+        assert client.cmd(b"\xff" * 512) == wire("500 Error: bad syntax")
+        assert client.cmd(b"\xff" * 513) == wire(TOO_LONG)
+        assert client.cmd("NOOP") == wire(OK)
+
+
 @pytest.mark.parametrize("how", [None, "HELO", "EHLO"])
 def test_command_line_limit_is_512(client, config, how):
     if how:
@@ -828,6 +838,13 @@ def test_smtputf8_is_required_even_if_mail_is_refused():
         assert srv.channel(client).mailfrom is None
         assert client.cmd("écho") == wire('500 Error: command "ÉCHO" not recognized')
         assert client.cmd("RSET") == wire(OK)
+        assert srv.channel(client).require_SMTPUTF8 is False
+
+
+def test_smtputf8_is_not_required_by_mail_without_it():
+    with session(enable_SMTPUTF8=True) as (srv, client):
+        greet(client, "EHLO", UTF8)
+        assert client.cmd("MAIL FROM:<a@example.org>") == wire(OK)
         assert srv.channel(client).require_SMTPUTF8 is False
 
 
@@ -1075,6 +1092,8 @@ def test_channel_class_subclass():
         assert client.cmd("XCONFUSE") == wire("250 confused")
         assert client.cmd("NOOP") == wire("451 Internal confusion")
         assert client.cmd("") == wire("451 Internal confusion")
+        # The confused line's bytes are not counted against the next one.
+        assert srv.channel(client).num_bytes == 0
 
 
 class Channel311(smtpd.SMTPChannel):
@@ -1443,6 +1462,60 @@ def test_accept_out_of_descriptors_is_logged_and_waited_out(monkeypatch):
     assert log[3] == cannot
     assert set(log[3:-2]) == {cannot}
     assert log[-2:] == [f"Incoming connection from {peer!r}", f"Peer: {peer!r}"]
+
+
+class AcceptCounter:
+    """Stands in for a listening server's accept() and handle_accepted().
+
+    A unit test of handle_accept()'s arithmetic; the real accepts of many
+    clients are tests/test_hostile.py's.
+    """
+
+    def __init__(self, server, error=None):
+        self.accepts = 0
+        self.error = error
+        server.accept = self.accept
+        server.handle_accepted = lambda conn, addr: None
+
+    def accept(self):
+        self.accepts += 1
+        if self.error is not None:
+            raise self.error
+        return object(), ("127.0.0.1", self.accepts)
+
+
+@pytest.mark.parametrize("connections, accepts", [(0, 1), (63, 1), (64, 64), (200, 64)])
+def test_accepts_per_pass_of_the_loop(connections, accepts):
+    # README: with many clients connected (more than 64 in the map besides
+    # the listener), up to 64 are accepted per pass; else one, as in 3.11.
+    map = {}
+    server = smtpd.SMTPServer(("127.0.0.1", 0), None, map=map)
+    try:
+        map.update((-n, None) for n in range(1, connections + 1))
+        counter = AcceptCounter(server)
+        server.handle_accept()
+        assert counter.accepts == accepts
+    finally:
+        server.close()
+
+
+@deviation("accept-emfile")
+def test_accept_pause_after_emfile_is_a_tenth_of_a_second(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(smtpd.time, "monotonic", lambda: now[0])
+    server = smtpd.SMTPServer(("127.0.0.1", 0), None, map={})
+    try:
+        AcceptCounter(server, OSError(errno.EMFILE, os.strerror(errno.EMFILE)))
+        assert server.readable()
+        server.handle_accept()
+        # The listening socket leaves the loop for 0.1 s, then comes back.
+        assert not server.readable()
+        now[0] = 1000.0 + 0.099
+        assert not server.readable()
+        now[0] = 1000.0 + 0.1
+        assert server.readable()
+    finally:
+        server.close()
 
 
 @linux_only
@@ -2036,6 +2109,28 @@ def test_tables_match_the_oracle(tmp_path):
     assert surface["names"] == PUBLIC_NAMES_311
     assert surface["signatures"] == SIGNATURES_311
     assert surface["doc"] == USAGE_TEMPLATE
+
+
+@deviation("cli-poll")
+def test_cli_loops_with_poll_and_a_one_second_timeout(monkeypatch):
+    # poll() for descriptors past 1024 (row cli-poll); the 1 s timeout is
+    # what the accept-emfile row promises for accepting again.
+    calls = []
+
+    def loop(**kwargs):
+        servers = [obj for obj in asyncore.socket_map.values()
+                   if isinstance(obj, smtpd.DebuggingServer)]
+        calls.append((kwargs, servers))
+
+    monkeypatch.setattr(smtpd.asyncore, "loop", loop)
+    monkeypatch.setattr(sys, "argv", ["smtpd", "-n", "-c", "smtpd.DebuggingServer",
+                                      "127.0.0.1:0"])
+    smtpd._main()
+    [(kwargs, servers)] = calls
+    for server in servers:
+        server.close()
+    assert kwargs == {"timeout": 1.0, "use_poll": True}
+    assert len(servers) == 1
 
 
 def test_options_defaults():

@@ -89,7 +89,10 @@ def test_size_parameter_without_a_number_is_a_syntax_error(param, reply):
         try:
             assert client.cmd(b"EHLO there").startswith(b"250 ")
             assert client.cmd(b"MAIL FROM:<a@example.org> " + param) == reply
-            # The session goes on.
+            # The session goes on; a refused MAIL was refused whole (one
+            # reply, no sender kept).
+            if reply != b"250 OK\r\n":
+                assert client.cmd(b"MAIL FROM:<a@example.org>") == b"250 OK\r\n"
             assert client.cmd(b"NOOP") == b"250 OK\r\n"
         finally:
             client.close()
