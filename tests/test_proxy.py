@@ -979,3 +979,210 @@ def test_cli_default_class_relays(upstream, tmp_path):
             for m in upstream.messages] == [
         (SENDER, RECIPIENTS, upstream.as_received(RELAY_CASES['plain'][2]))
     ], err
+
+
+# ------------------------------------- the proxy's goodbye and reply codes
+
+class _QuitRecordingChannel(_SmtpdUpstreamChannel):
+    """Records each QUIT and each closed connection on its server."""
+
+    def smtp_QUIT(self, arg):
+        self.smtp_server.events.append('QUIT')
+        super().smtp_QUIT(arg)
+
+    def handle_close(self):
+        self.smtp_server.events.append('closed')
+        super().handle_close()
+
+    def close(self):
+        if 'closed' not in self.smtp_server.events[-1:]:
+            self.smtp_server.events.append('closed')
+        super().close()
+
+
+class _QuitRecordingServer(_SmtpdUpstreamServer):
+    channel_class = _QuitRecordingChannel
+
+    def __init__(self, socket_map):
+        super().__init__(socket_map)
+        self.events = []
+
+
+def _wait_for(predicate, what):
+    """Wait (bounded by TIMEOUT) until predicate() is true."""
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.01)
+
+
+class _RecordingSMTP(smtplib.SMTP):
+    """smtplib.SMTP recording its timeout and its socket's after connect."""
+
+    made = []
+
+    def __init__(self, *args, **kwargs):
+        self.record = {'thread': threading.current_thread(),
+                       'timeout': kwargs.get('timeout')}
+        self.made.append(self.record)
+        super().__init__(*args, **kwargs)
+
+    def connect(self, *args, **kwargs):
+        result = super().connect(*args, **kwargs)
+        self.record['socket_timeout'] = self.sock.gettimeout()
+        return result
+
+
+def test_upstream_connection_uses_default_relay_timeout(upstream, make_proxy,
+                                                        monkeypatch):
+    """The upstream connection's socket times out after relay_timeout, 30
+    seconds unless set (a hung upstream then costs at most that a step)."""
+    assert smtpd.PureProxy.relay_timeout == 30.0
+    monkeypatch.setattr(_RecordingSMTP, 'made', [])
+    monkeypatch.setattr(smtplib, 'SMTP', _RecordingSMTP)
+    proxy = make_proxy(upstream.address)
+    assert proxy.server.relay_timeout == 30.0
+    assert _send(proxy, PLAIN) == (250, b'OK')
+    assert len(upstream.messages) == 1
+    # The test's own client is made in this thread; the proxy's upstream
+    # connection in the proxy's loop thread.
+    relays = [r for r in _RecordingSMTP.made
+              if r['thread'] is not threading.current_thread()]
+    assert relays == [{'thread': relays[0]['thread'], 'timeout': 30.0,
+                       'socket_timeout': 30.0}]
+
+
+def test_upstream_connection_uses_set_relay_timeout(upstream, make_proxy,
+                                                    monkeypatch):
+    """A relay_timeout set on the instance is the upstream socket's."""
+    monkeypatch.setattr(_RecordingSMTP, 'made', [])
+    monkeypatch.setattr(smtplib, 'SMTP', _RecordingSMTP)
+    proxy = make_proxy(upstream.address, relay_timeout=7.5)
+    assert _send(proxy, PLAIN) == (250, b'OK')
+    relays = [r for r in _RecordingSMTP.made
+              if r['thread'] is not threading.current_thread()]
+    assert [(r['timeout'], r['socket_timeout']) for r in relays] == [
+        (7.5, 7.5)]
+
+
+def test_quit_after_all_recipients_refused(make_proxy, decode_data):
+    """Every recipient refused: the connection is still good, so the proxy
+    says QUIT before it closes it, as 3.11 did."""
+    upstream = SmtpdUpstream(_QuitRecordingServer)
+    try:
+        upstream.set_replies(rcpt={r: NO_SUCH_USER for r in RECIPIENTS})
+        proxy = make_proxy(upstream.address, decode_data=decode_data)
+        assert _send(proxy, PLAIN) == (550, b'5.1.1 No such user')
+        events = upstream._server.events
+        _wait_for(lambda: 'closed' in events, 'the upstream connection '
+                  'to close')
+    finally:
+        upstream.stop()
+    assert events[:2] == ['QUIT', 'closed'], events
+    assert upstream.messages == []
+
+
+def test_quit_after_delivery(make_proxy):
+    """A delivered message: QUIT, then the connection closes."""
+    upstream = SmtpdUpstream(_QuitRecordingServer)
+    try:
+        proxy = make_proxy(upstream.address)
+        assert _send(proxy, PLAIN) == (250, b'OK')
+        events = upstream._server.events
+        _wait_for(lambda: 'closed' in events, 'the upstream connection '
+                  'to close')
+    finally:
+        upstream.stop()
+    assert events[:2] == ['QUIT', 'closed'], events
+
+
+@pytest.mark.parametrize('replies, expected', [
+    # 400 is the lowest temporary code: passed on as it is.
+    pytest.param({'one@example.org': '400 try later'},
+                 b'400 try later\r\n', id='400-passed-on'),
+    # 599 is the highest code passed on.
+    pytest.param({'one@example.org': '599 the last one'},
+                 b'599 the last one\r\n', id='599-passed-on'),
+    # 600 is no SMTP reply code: the proxy has nothing to pass on.
+    pytest.param({'one@example.org': '600 nonsense'},
+                 b'451 ' + UNAVAILABLE + b'\r\n', id='600-is-451'),
+    pytest.param({'one@example.org': '399 nonsense'},
+                 b'451 ' + UNAVAILABLE + b'\r\n', id='399-is-451'),
+    # 500 is permanent: a later 4xx wins over it.
+    pytest.param({'one@example.org': '500 no',
+                  'two@example.net': '450 later'},
+                 b'450 later\r\n', id='450-over-500'),
+    pytest.param({'one@example.org': '499 almost',
+                  'two@example.net': '500 no'},
+                 b'499 almost\r\n', id='499-over-500'),
+])
+def test_refusal_reply_code_edges(make_proxy, replies, expected):
+    """Nobody accepted: the exact reply line the client gets."""
+    upstream = SmtpdUpstream()
+    client = None
+    try:
+        upstream.set_replies(rcpt=replies)
+        proxy = make_proxy(upstream.address)
+        client = _RawClient(proxy.port)
+        client.start_message(list(replies), PLAIN)
+        assert client.lines.readline() == expected
+        assert client.command(b'NOOP') == [b'250 OK\r\n']
+    finally:
+        if client is not None:
+            client.close()
+        upstream.stop()
+    assert upstream.messages == []
+
+
+class _ListeningHungUpstream(ScriptedUpstream):
+    """Never answers the end of the message, but records what it gets
+    after it, until the proxy hangs up."""
+
+    def __init__(self):
+        self.after_data = []
+        self.hung_up = threading.Event()
+        super().__init__('hang-after-data')
+
+    def _converse(self, conn, lines):
+        while not self._stopping.is_set():
+            line = lines.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b'EHLO':
+                conn.sendall(b'250-upstream.example\r\n250 8BITMIME\r\n')
+            elif verb == b'DATA':
+                conn.sendall(b'354 go ahead\r\n')
+                while lines.readline() not in (b'.\r\n', b''):
+                    pass
+                break
+            else:
+                conn.sendall(b'250 OK\r\n')
+        # No reply to the message: read on until the proxy hangs up.
+        try:
+            for line in lines:
+                self.after_data.append(line)
+        except OSError:
+            pass
+        else:
+            self.hung_up.set()
+
+
+def test_no_quit_to_a_timed_out_upstream(make_proxy):
+    """After a timeout the proxy hangs up without QUIT: a QUIT would only
+    wait another relay_timeout for the reply of a hung upstream.  (smtplib
+    itself closes the connection on a timeout, so this guards the result,
+    not PureProxy's own `lost` test, which the QUIT tests above cover.)"""
+    hung = _ListeningHungUpstream()
+    client = None
+    try:
+        proxy = make_proxy(hung.address, relay_timeout=0.5)
+        client = _RawClient(proxy.port)
+        client.start_message(RECIPIENTS, PLAIN)
+        assert client.lines.readline() == b'451 ' + UNAVAILABLE + b'\r\n'
+        assert hung.hung_up.wait(TIMEOUT), 'proxy never hung up'
+    finally:
+        if client is not None:
+            client.close()
+        hung.stop()
+    assert hung.after_data == []
