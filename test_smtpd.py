@@ -1096,6 +1096,30 @@ def test_channel_class_subclass():
         assert srv.channel(client).num_bytes == 0
 
 
+class PresetLimitsChannel(smtpd.SMTPChannel):
+    command_size_limits = collections.defaultdict(lambda: 512, {"NOOP": 5000})
+
+
+class PresetLimitsServer(RecordingServer):
+    channel_class = PresetLimitsChannel
+
+
+def test_channel_starts_with_no_command_size_limits_of_its_own():
+    # As in 3.11, which cleared the class's dict in __init__: limits preset
+    # on a subclass do not survive into a session; only EHLO sets them.
+    with session(PresetLimitsServer) as (srv, client):
+        assert dict(srv.channel(client).command_size_limits) == {}
+        greet(client, "EHLO", BYTES)
+        assert client.cmd(padded("NOOP", 600)) == wire(TOO_LONG)
+
+
+def test_server_socket_reuses_its_address():
+    # A restarted server binds while the old one's connections linger.
+    with ServerThread() as running:
+        sock = running.server.socket
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
+
+
 class Channel311(smtpd.SMTPChannel):
     """found_terminator() as a subclass written for 3.11 has it.
 
@@ -1746,7 +1770,7 @@ def getopt_error(args):
 
 
 @pytest.mark.parametrize("args", [
-    "-x", "--bogus", "-c", "--size", "--nosetuid=yes", "--s=1", "-n -x -h"])
+    "-x", "-X", "--bogus", "-c", "--size", "--nosetuid=yes", "--s=1", "-n -x -h"])
 def test_cli_bad_option(run_cli, args):
     # The message is getopt's, so it is whatever this Python's getopt says
     # ("option -x not recognized"; 3.14 added hints to some).

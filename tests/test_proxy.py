@@ -758,11 +758,11 @@ def test_all_recipients_refused_is_logged_as_in_3_11(upstream, make_proxy,
     assert _send(proxy, PLAIN) == (550, b'5.1.1 No such user')
     # (The upstream "smtpd" logs to the same stream, but only before its
     # reply to QUIT, which comes before these lines.)
-    assert ("got SMTPRecipientsRefused\n"
+    assert ("\ngot SMTPRecipientsRefused\n"
             "we got some refusals: {"
             "'one@example.org': (550, b'5.1.1 No such user'), "
             "'two@example.net': (550, b'5.1.1 No such user')}\n"
-            ) in debugstream.getvalue()
+            ) in "\n" + debugstream.getvalue()
 
 
 def test_multiline_refusal_is_one_reply_line(upstream, make_proxy,
