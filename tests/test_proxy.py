@@ -364,10 +364,13 @@ class ScriptedUpstream:
                 while lines.readline() not in (b'.\r\n', b''):
                     pass
                 # 'hang-after-data': the message is in, no reply ever comes.
-                self._stopping.wait(TIMEOUT * 3)
+                self._after_data(lines)
                 return
             else:
                 conn.sendall(b'250 OK\r\n')
+
+    def _after_data(self, lines):
+        self._stopping.wait(TIMEOUT * 3)
 
     def stop(self):
         self._stopping.set()
@@ -1143,21 +1146,7 @@ class _ListeningHungUpstream(ScriptedUpstream):
         self.hung_up = threading.Event()
         super().__init__('hang-after-data')
 
-    def _converse(self, conn, lines):
-        while not self._stopping.is_set():
-            line = lines.readline()
-            if not line:
-                return
-            verb = line[:4].upper()
-            if verb == b'EHLO':
-                conn.sendall(b'250-upstream.example\r\n250 8BITMIME\r\n')
-            elif verb == b'DATA':
-                conn.sendall(b'354 go ahead\r\n')
-                while lines.readline() not in (b'.\r\n', b''):
-                    pass
-                break
-            else:
-                conn.sendall(b'250 OK\r\n')
+    def _after_data(self, lines):
         # No reply to the message: read on until the proxy hangs up.
         try:
             for line in lines:
