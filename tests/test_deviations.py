@@ -6,6 +6,7 @@ rows are shown in test_hostile.py, test_proxy.py and test_smtpd.py.
 """
 
 import contextlib
+import io
 import socket
 import threading
 
@@ -129,8 +130,10 @@ def test_fqdn_is_looked_up_once(monkeypatch):
             client.close()
 
 
-def test_proxy_refuses_non_ascii_address_instead_of_dropping():
+def test_proxy_refuses_non_ascii_address_instead_of_dropping(monkeypatch):
     """Row proxy-ascii: smtplib can't send it; 3.11 dropped the connection."""
+    debugstream = io.StringIO()
+    monkeypatch.setattr(smtpd, "DEBUGSTREAM", debugstream)
     # Each in a loop of its own: the proxy's relay blocks its loop.
     upstream = Recorder(("127.0.0.1", 0), None, map={})
     # decode_data=True: the mode in which 3.11's PureProxy got this far.
@@ -156,3 +159,8 @@ def test_proxy_refuses_non_ascii_address_instead_of_dropping():
             client.close()
     assert [m[:2] for m in upstream.messages] == [
         ("alice@example.org", ["bob@example.org"])]
+    # Logged as 3.11 logged the errors it caught: "got" and the class.
+    assert ("\ngot <class 'UnicodeEncodeError'>\n"
+            "we got some refusals: {'bob@example.org': "
+            "(553, 'Error: only ASCII addresses can be relayed')}\n"
+            ) in "\n" + debugstream.getvalue()

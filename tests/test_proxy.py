@@ -297,10 +297,12 @@ class ScriptedUpstream:
       'silent'         accept the connection, never send a byte;
       'hang-after-data' talk normally, never answer the end of the message;
       'greet-554'      greet with 554, refuse all but QUIT (RFC 5321 3.1);
-      'drop-at-mail'   greet, answer EHLO, hang up on MAIL.
+      'drop-at-mail'   greet, answer EHLO, hang up on MAIL;
+      'refuse-8bit'    refuse every RCPT with REFUSAL_8BIT, 8-bit text.
     """
 
     GREETING_554 = b'554 5.3.2 upstream.example is not accepting mail'
+    REFUSAL_8BIT = '550 5.1.1 n\u00e4y'.encode('utf-8')
 
     def __init__(self, behaviour):
         self.behaviour = behaviour
@@ -359,6 +361,8 @@ class ScriptedUpstream:
                 conn.sendall(b'250-upstream.example\r\n250 8BITMIME\r\n')
             elif verb == b'MAIL' and self.behaviour == 'drop-at-mail':
                 return
+            elif verb == b'RCPT' and self.behaviour == 'refuse-8bit':
+                conn.sendall(self.REFUSAL_8BIT + b'\r\n')
             elif verb == b'DATA':
                 conn.sendall(b'354 go ahead\r\n')
                 while lines.readline() not in (b'.\r\n', b''):
@@ -598,6 +602,11 @@ RELAY_CASES = {
         b'Subject: t\r\nX-Peer: 127.0.0.1\r\n\r\nbody\r\n\r\n\r\n'),
     # smtplib sends an empty message as one empty line.
     'empty-message': (b'', False, b'X-Peer: 127.0.0.1\r\n\r\n'),
+    # A CR before a line's CRLF is part of the line.  (With decode_data=True
+    # it isn't: see DECODED_WIRE.)
+    'cr-before-crlf': (b'Subject: cr\r\n\r\nx\r\r\ny\r\n', False,
+                       b'Subject: cr\r\nX-Peer: 127.0.0.1\r\n\r\n'
+                       b'x\r\r\ny\r\n'),
     'utf8-8bit': (UTF8_8BIT, True,
                   'Subject: 8-bit\r\n'
                   'Content-Type: text/plain; charset=utf-8\r\n'
@@ -625,6 +634,8 @@ DECODED_WIRE = {
     'trailing-empty-lines': (
         b'Subject: t\r\nX-Peer: 127.0.0.1\r\n\r\nbody\r\n\r\n'),
     'empty-message': b'X-Peer: 127.0.0.1\r\n',
+    # smtplib made the CR and the CRLF after it one line end, not two.
+    'cr-before-crlf': b'Subject: cr\r\nX-Peer: 127.0.0.1\r\n\r\nx\r\ny\r\n',
 }
 
 
@@ -788,7 +799,7 @@ def test_multiline_refusal_is_one_reply_line(upstream, make_proxy,
 
 # ---------------------------------------------- unreachable and hung upstreams
 
-def test_upstream_down(make_proxy, decode_data):
+def test_upstream_down(make_proxy, decode_data, debugstream):
     """Nothing listening upstream: 451, so the client keeps the message."""
     with _reserved_dead_port() as dead:
         proxy = make_proxy(dead.getsockname(), decode_data=decode_data)
@@ -799,6 +810,12 @@ def test_upstream_down(make_proxy, decode_data):
                 451, UNAVAILABLE)
             # The proxy's session survives for the next try.
             assert client.noop() == (250, b'OK')
+    # DEBUGSTREAM gets 3.11's two lines: the exception's class, the refusals.
+    assert ("\ngot <class 'ConnectionRefusedError'>\n"
+            "we got some refusals: {"
+            "'one@example.org': (-1, 'ignore'), "
+            "'two@example.net': (-1, 'ignore')}\n"
+            ) in "\n" + debugstream.getvalue()
 
 
 @pytest.mark.parametrize('behaviour, expected', [
@@ -813,6 +830,23 @@ def test_upstream_misbehaves(make_proxy, decode_data, behaviour, expected):
         assert _send(proxy, PLAIN) == expected
     finally:
         failing.stop()
+
+
+def test_8bit_refusal_text_is_escaped(make_proxy, decode_data):
+    """Upstream text that isn't ASCII reaches the client as backslash
+    escapes: the reply line stays ASCII, and says what the upstream said."""
+    refusing = ScriptedUpstream('refuse-8bit')
+    client = None
+    try:
+        proxy = make_proxy(refusing.address, decode_data=decode_data)
+        client = _RawClient(proxy.port)
+        client.start_message(RECIPIENTS, PLAIN)
+        assert client.lines.readline() == b'550 5.1.1 n\\xc3\\xa4y\r\n'
+        assert client.command(b'NOOP') == [b'250 OK\r\n']
+    finally:
+        if client is not None:
+            client.close()
+        refusing.stop()
 
 
 def test_upstream_hangs_up_on_quit(make_proxy):
