@@ -66,7 +66,9 @@ A mutation's line is the first line of the innermost statement holding it
 2. "scope": a line that ran only while smtpd was being imported -- a ``def``
    or ``class`` line, a default argument value, a class attribute -- gets
    the tests that executed any line of the function or class it belongs to:
-   those are the tests that use the value.
+   those are the tests that use the value.  A function body that runs while
+   smtpd is imported (a descriptor's ``__set_name__``, called from a class
+   body) gets the tests of the module-level class around it.
 3. "names": a module-level statement gets the tests of the statements that
    read a name it binds (for DATA_SIZE_DEFAULT, the lines using it).
 4. "all": anything else -- ``__all__``, a line never executed by any test,
@@ -841,9 +843,14 @@ def build_coverage_map(source_text, workdir):
     data = cov.get_data()
     measured = os.path.join(pristine, "smtpd.py")
     by_line = {}
+    import_time = []
     for line, contexts in (data.contexts_by_lineno(measured) or {}).items():
         by_line[line] = sorted({c for c in contexts if c})
-    return {"lines": by_line, "outcomes": outcomes, "durations": report["durations"]}
+        if "" in contexts:
+            # Run by pytest's own process before any test: while importing.
+            import_time.append(line)
+    return {"lines": by_line, "import_time": sorted(import_time),
+            "outcomes": outcomes, "durations": report["durations"]}
 
 
 def load_coverage_map(source_text, workdir, rebuild=False):
@@ -852,7 +859,7 @@ def load_coverage_map(source_text, workdir, rebuild=False):
     if not rebuild and os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             cached = json.load(f)
-        if cached.get("fingerprint") == fingerprint:
+        if cached.get("fingerprint") == fingerprint and "import_time" in cached:
             cached["lines"] = {int(k): v for k, v in cached["lines"].items()}
             return cached
     built = build_coverage_map(source_text, workdir)
@@ -871,6 +878,7 @@ class Selector:
         self.passing = {n for n, o in coverage_map["outcomes"].items() if o == "passed"}
         self.by_line = {line: {n for n in ids if n in self.passing}
                         for line, ids in coverage_map["lines"].items()}
+        self.import_time = set(coverage_map["import_time"])
         self.statements = _innermost_statements(self.tree)
         self._pytest_order = {n: i for i, n in enumerate(coverage_map["outcomes"])}
         # Which statements read each name.
@@ -904,6 +912,13 @@ class Selector:
         elif isinstance(parent, ast.ClassDef):
             # A class attribute: the tests that use the class.
             users, how = self._tests_of_span(parent), "scope"
+        elif (not isinstance(parent, ast.Module)
+              and statement.lineno in self.import_time):
+            # A function's body run while smtpd is imported (__set_name__ of
+            # a descriptor in a class body): what it sets up is used later,
+            # by the tests of the classes around it.
+            users, how = self._tests_of_span(self._outermost_class(mutant.line)
+                                             or parent), "scope"
         if isinstance(parent, ast.Module):
             # A module-level statement: the tests of the code that reads the
             # names it binds.
@@ -925,6 +940,13 @@ class Selector:
         if not tests:
             tests, how = set(self.passing), "all"
         return self.order(tests), how
+
+    def _outermost_class(self, line):
+        """The module-level class whose body holds line, or None."""
+        for node in self.tree.body:
+            if isinstance(node, ast.ClassDef) and node.lineno <= line <= node.end_lineno:
+                return node
+        return None
 
     def _bound_names(self, statement):
         if isinstance(statement, (ast.FunctionDef, ast.ClassDef)):
