@@ -35,6 +35,7 @@ import sys
 import sysconfig
 import threading
 import time
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -1526,7 +1527,10 @@ def test_accepts_per_pass_of_the_loop(connections, accepts):
 @deviation("accept-emfile")
 def test_accept_pause_after_emfile_is_a_tenth_of_a_second(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(smtpd.time, "monotonic", lambda: now[0])
+    # smtpd's own clock only: the time module is shared with every thread,
+    # a module-scoped server's loop among them.
+    monkeypatch.setattr(smtpd, "time", types.SimpleNamespace(
+        monotonic=lambda: now[0], time=time.time, ctime=time.ctime))
     server = smtpd.SMTPServer(("127.0.0.1", 0), None, map={})
     try:
         AcceptCounter(server, OSError(errno.EMFILE, os.strerror(errno.EMFILE)))
