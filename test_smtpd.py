@@ -122,11 +122,12 @@ class RecordingServer(smtpd.SMTPServer):
 class ServerThread:
     """An SMTP server on 127.0.0.1, looping over its own map in a thread."""
 
-    def __init__(self, server_class=RecordingServer, **kwargs):
+    def __init__(self, server_class=RecordingServer, localaddr=("127.0.0.1", 0),
+                 **kwargs):
         self.map = {}
-        self.server = server_class(("127.0.0.1", 0), ("127.0.0.1", 9),
+        self.server = server_class(localaddr, ("127.0.0.1", 9),
                                    map=self.map, **kwargs)
-        self.address = self.server.socket.getsockname()
+        self.address = self.server.socket.getsockname()[:2]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -1234,6 +1235,38 @@ def test_pure_proxy_rejects_smtputf8():
     with pytest.raises(ValueError) as info:
         smtpd.PureProxy(("127.0.0.1", 0), None, map={}, enable_SMTPUTF8=True)
     assert str(info.value) == "PureProxy does not support SMTPUTF8."
+
+
+def test_server_listens_on_the_resolvers_first_answer(monkeypatch):
+    # A name with IPv6 and IPv4 addresses ('localhost' on many hosts) gets
+    # the family getaddrinfo() puts first, as in 3.11.  Here '::1' is given a
+    # second, IPv4, answer; only the first one can bind it.
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        answers = real_getaddrinfo(host, port, *args, **kwargs)
+        if host == "::1":
+            answers.append((socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                            ("127.0.0.1", port)))
+        return answers
+
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback: {e}")
+    monkeypatch.setattr(smtpd.socket, "getaddrinfo", getaddrinfo)
+    try:
+        running = ServerThread(localaddr=("::1", 0))
+    finally:
+        monkeypatch.undo()
+    assert running.server.socket.family == socket.AF_INET6
+    with running:
+        client = LineClient(running.address)
+        try:
+            assert client.greeting.startswith(b"220 ")
+            assert client.cmd("NOOP") == b"250 OK\r\n"
+        finally:
+            client.close()
 
 
 def test_server_bind_error_leaves_nothing_open():

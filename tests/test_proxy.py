@@ -1152,6 +1152,9 @@ def test_quit_after_delivery(make_proxy):
     pytest.param({'one@example.org': '499 almost',
                   'two@example.net': '500 no'},
                  b'499 almost\r\n', id='499-over-500'),
+    pytest.param({'one@example.org': '500 no',
+                  'two@example.net': '499 almost'},
+                 b'499 almost\r\n', id='499-over-earlier-500'),
 ])
 def test_refusal_reply_code_edges(make_proxy, replies, expected):
     """Nobody accepted: the exact reply line the client gets."""
