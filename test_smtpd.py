@@ -1254,11 +1254,9 @@ def test_server_listens_on_the_resolvers_first_answer(monkeypatch):
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()
     except OSError as e:
         pytest.skip(f"no IPv6 loopback: {e}")
-    monkeypatch.setattr(smtpd.socket, "getaddrinfo", getaddrinfo)
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(smtpd.socket, "getaddrinfo", getaddrinfo)
         running = ServerThread(localaddr=("::1", 0))
-    finally:
-        monkeypatch.undo()
     assert running.server.socket.family == socket.AF_INET6
     with running:
         client = LineClient(running.address)

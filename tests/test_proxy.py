@@ -1102,35 +1102,28 @@ def test_upstream_connection_uses_set_relay_timeout(upstream, make_proxy,
         (7.5, 7.5)]
 
 
-def test_quit_after_all_recipients_refused(make_proxy, decode_data):
-    """Every recipient refused: the connection is still good, so the proxy
-    says QUIT before it closes it, as 3.11 did."""
+@pytest.mark.parametrize('rcpt_replies, reply', [
+    # Every recipient refused: the connection is still good, so the proxy
+    # says QUIT before it closes it, as 3.11 did.
+    pytest.param({r: NO_SUCH_USER for r in RECIPIENTS},
+                 (550, b'5.1.1 No such user'), id='all-refused'),
+    pytest.param({}, (250, b'OK'), id='delivered'),
+])
+def test_quit_before_closing_a_good_connection(make_proxy, decode_data,
+                                               rcpt_replies, reply):
+    """After a refusal or a delivery: QUIT, then the connection closes."""
     upstream = SmtpdUpstream(_QuitRecordingServer)
     try:
-        upstream.set_replies(rcpt={r: NO_SUCH_USER for r in RECIPIENTS})
+        upstream.set_replies(rcpt=rcpt_replies)
         proxy = make_proxy(upstream.address, decode_data=decode_data)
-        assert _send(proxy, PLAIN) == (550, b'5.1.1 No such user')
+        assert _send(proxy, PLAIN) == reply
         events = upstream._server.events
         _wait_for(lambda: 'closed' in events, 'the upstream connection '
                   'to close')
     finally:
         upstream.stop()
     assert events[:2] == ['QUIT', 'closed'], events
-    assert upstream.messages == []
-
-
-def test_quit_after_delivery(make_proxy):
-    """A delivered message: QUIT, then the connection closes."""
-    upstream = SmtpdUpstream(_QuitRecordingServer)
-    try:
-        proxy = make_proxy(upstream.address)
-        assert _send(proxy, PLAIN) == (250, b'OK')
-        events = upstream._server.events
-        _wait_for(lambda: 'closed' in events, 'the upstream connection '
-                  'to close')
-    finally:
-        upstream.stop()
-    assert events[:2] == ['QUIT', 'closed'], events
+    assert len(upstream.messages) == (0 if rcpt_replies else 1)
 
 
 @pytest.mark.parametrize('replies, expected', [
